@@ -1,0 +1,3 @@
+from rdconfvae.cli import main
+
+raise SystemExit(main())

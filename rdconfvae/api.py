@@ -1,0 +1,590 @@
+"""Public embedding API: conformers from the ConfVAE onto a caller's ``Chem.Mol``.
+
+Pipeline per molecule (data flows one way; only this module writes onto the
+caller's molecule, and only once everything succeeded):
+
+    copy -> heavy-atom graph -> featurize -> TorchScript model: z ~ p(z|G), d = D(z,G)
+         -> solver: MDS + SMACOF -> stereo: reflect / repair / resample
+         -> hydrogens placed on the heavy-atom frame -> optional MMFF94s
+         -> optional symmetry-aware RMSD pruning -> conformers added to ``mol``
+
+Hydrogens: the model places heavy atoms. When the caller's molecule has
+explicit hydrogens they are positioned from the heavy-atom frame (RDKit's
+``AddHs(addCoords=True)`` geometry, then MMFF if asked). Without explicit
+hydrogens, no atom is added to the caller's molecule: its conformers hold the
+heavy atoms; with ``mmff=True`` hydrogens are added to a private copy for the
+minimisation and dropped again.
+
+Several fragments (salts): each fragment with two or more heavy atoms is
+embedded on its own; single-atom ions (alkali, alkaline-earth or halide:
+``ION_ELEMENTS``) are placed without the model; fragments are then laid side
+by side along x with a 4 Angstrom gap between their enclosing spheres.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from rdkit import Chem
+from rdkit.Chem import rdDistGeom
+
+from rdconfvae import featurize as fz
+from rdconfvae import solver
+from rdconfvae.errors import (
+    EmbeddingFailedError,
+    EmbeddingTimeoutError,
+    InvalidInputError,
+    RdConfVAEError,
+    UnsupportedMoleculeError,
+)
+from rdconfvae.modelstore import LoadedModel, load_model
+from rdconfvae.params import EmbedParameters, to_params
+from rdconfvae.prune import automorphisms, prune_indices, rmsd_matrix
+from rdconfvae.refine import CONVERGED_PROP, ENERGY_PROP, mmff_minimize
+
+__all__ = ["embed", "EmbedMultipleConfs", "GENERATOR_PROP", "FallbackWarning"]
+
+log = logging.getLogger(__name__)
+
+#: Conformer property naming the generator that made it: "rdconfvae" or "etkdg".
+GENERATOR_PROP = "rdconfvae_generator"
+#: Samples decoded per model call; fixed so results do not depend on threads.
+_CHUNK = 16
+#: Gap between fragments laid side by side, Angstrom.
+_FRAGMENT_GAP = 4.0
+#: Elements accepted as single-atom fragments (counter-ions of salts).
+ION_ELEMENTS = frozenset(
+    {"Li", "Na", "K", "Rb", "Cs", "Mg", "Ca", "Sr", "Ba", "F", "Cl", "Br", "I"}
+)
+
+_fallback_warned = threading.Event()
+
+
+class FallbackWarning(UserWarning):
+    """A molecule outside the model's domain was embedded with RDKit's ETKDGv3."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class _Clock:
+    def __init__(self, timeout: float | None) -> None:
+        self.deadline = time.monotonic() + timeout if timeout else math.inf
+        self.timeout = timeout
+
+    def check(self, stage: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise EmbeddingTimeoutError(f"timeout of {self.timeout} s reached during {stage}")
+
+
+def _resolve_seed(seed: int) -> int:
+    if seed is None or int(seed) < 0:
+        return random.SystemRandom().randrange(0, 2**31 - 1)
+    return int(seed)
+
+
+def _validate_mol(mol: Any) -> None:
+    if mol is None:
+        raise InvalidInputError("molecule is None (did Chem.MolFromSmiles fail to parse it?)")
+    if not isinstance(mol, Chem.Mol):
+        raise InvalidInputError(f"expected an rdkit Chem.Mol, got {type(mol).__name__}")
+    if mol.GetNumAtoms() == 0:
+        raise InvalidInputError("molecule has no atoms")
+
+
+@dataclass
+class _Fragment:
+    """One connected piece of the heavy-atom graph (indices into the heavy molecule)."""
+
+    atoms: tuple[int, ...]
+    mol: Chem.Mol
+    graph: fz.MolGraph | None  # None for a single atom
+
+
+def _fragments(heavy: Chem.Mol) -> list[_Fragment]:
+    """Featurize every fragment; raises UnsupportedMoleculeError before any work is done."""
+    atom_sets = Chem.GetMolFrags(heavy, asMols=False, sanitizeFrags=False)
+    if len(atom_sets) == 1:
+        return [_Fragment(atom_sets[0], heavy, fz.featurize(heavy))]
+    mols = Chem.GetMolFrags(heavy, asMols=True, sanitizeFrags=False)
+    frags = []
+    for atoms, frag in zip(atom_sets, mols, strict=True):
+        if frag.GetNumAtoms() == 1:
+            symbol = frag.GetAtomWithIdx(0).GetSymbol()
+            if symbol not in ION_ELEMENTS:
+                raise UnsupportedMoleculeError(
+                    f"atom {atoms[0]} ({symbol}): single-atom fragment of an element that is "
+                    f"not a supported counter-ion ({' '.join(sorted(ION_ELEMENTS))})"
+                )
+            frags.append(_Fragment(atoms, frag, None))
+            continue
+        frag.UpdatePropertyCache(strict=False)
+        Chem.FastFindRings(frag)
+        try:
+            graph = fz.featurize(frag)
+        except UnsupportedMoleculeError as exc:
+            raise UnsupportedMoleculeError(f"fragment of heavy atoms {list(atoms)}: {exc}") from exc
+        frags.append(_Fragment(atoms, frag, graph))
+    return frags
+
+
+# ------------------------------------------------------------------------ generation
+
+
+def _sample_chunk(
+    model: LoadedModel,
+    graph: fz.MolGraph,
+    eps: torch.Tensor,
+    temperature: float,
+    steps: int,
+    enforce: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode, solve and repair stereo for one chunk; returns coords (k, N, 3) and ok (k,)."""
+    n = graph.num_atoms
+    inv = torch.full((n,), 1.0 / max(n - 1, 1))
+    with torch.no_grad():
+        dist, log_sigma = model.module.sample_distances(
+            graph.atom_feat, graph.pair_feat, graph.pair_i, graph.pair_j, inv, eps, temperature
+        )
+        x = solver.solve_pairs(dist, log_sigma, graph.pair_i, graph.pair_j, n, steps=steps)
+    ok = torch.ones(x.shape[0], dtype=torch.bool)
+    if not enforce or (graph.chiral_idx.shape[0] == 0 and graph.dbl_idx.shape[0] == 0):
+        return x, ok
+    args = (graph.chiral_idx, graph.chiral_sign, graph.dbl_idx, graph.dbl_cis)
+    wrong_c, wrong_d = solver.stereo_violations(x, *args)
+    mirrored = x * torch.tensor([-1.0, 1.0, 1.0])
+    wrong_cm, _ = solver.stereo_violations(mirrored, *args)
+    flip = wrong_cm < wrong_c
+    x = torch.where(flip[:, None, None], mirrored, x)
+    wrong = torch.where(flip, wrong_cm, wrong_c) + wrong_d
+    bad = wrong > 0
+    if bad.any():
+        sub = bad.nonzero().squeeze(-1)
+        d = torch.zeros(len(sub), n, n)
+        d[:, graph.pair_i, graph.pair_j] = dist[sub]
+        d[:, graph.pair_j, graph.pair_i] = dist[sub]
+        w = torch.zeros_like(d)
+        wk = solver.stress_weights(dist[sub], log_sigma[sub])
+        w[:, graph.pair_i, graph.pair_j] = wk
+        w[:, graph.pair_j, graph.pair_i] = wk
+        fixed = solver.stereo_penalty_refine(x[sub], d, w, torch.ones(len(sub), n), *args)
+        x[sub] = fixed
+        wc, wd = solver.stereo_violations(fixed, *args)
+        ok[sub] = (wc + wd) == 0
+    return x, ok
+
+
+def _generate_fragment(
+    model: LoadedModel,
+    graph: fz.MolGraph,
+    n: int,
+    seed: int,
+    opts: EmbedParameters,
+    clock: _Clock,
+    pool: ThreadPoolExecutor | None,
+) -> np.ndarray:
+    """Up to n stereo-correct heavy-atom conformers (k, N, 3) of one fragment."""
+    steps = int(model.manifest.get("inference", {}).get("solver_steps", 30))
+    temperature = float(opts.temperature)
+    enforce = bool(opts.enforceChirality)
+    found: list[torch.Tensor] = []
+    have = 0
+    rounds = max(1, int(opts.maxAttempts or 1))
+    for round_no in range(rounds):
+        need = n - have
+        if need <= 0:
+            break
+        # oversample a little in later rounds, where stereo repair already failed once
+        k = need if round_no == 0 else int(math.ceil(need * 2)) + 2
+        gen = torch.Generator().manual_seed((seed * 1_000_003 + round_no) % (2**63 - 1))
+        eps = torch.randn(k, graph.num_atoms, model.latent, generator=gen)
+        chunks = list(torch.split(eps, _CHUNK))
+
+        def run(chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            clock.check("sampling")
+            return _sample_chunk(model, graph, chunk, temperature, steps, enforce)
+
+        results = list(pool.map(run, chunks)) if pool is not None else [run(c) for c in chunks]
+        for x, ok in results:
+            good = x[ok]
+            found.append(good[: max(n - have, 0)])
+            have += int(min(len(good), max(n - have, 0)))
+        clock.check("sampling")
+    if not found:
+        return np.zeros((0, graph.num_atoms, 3))
+    return torch.cat(found).double().numpy()
+
+
+def _layout_fragments(
+    heavy: Chem.Mol, frags: list[_Fragment], per_frag: list[np.ndarray], count: int
+) -> np.ndarray:
+    """Combine fragment conformers into (count, N_heavy, 3).
+
+    Each fragment is centred, then placed along x so that the spheres enclosing
+    consecutive fragments are ``_FRAGMENT_GAP`` apart.
+    """
+    out = np.zeros((count, heavy.GetNumAtoms(), 3))
+    cursor = None  # (count,) x of the right edge of the fragments placed so far
+    for frag, xyz in zip(frags, per_frag, strict=True):
+        xyz = xyz[:count] - xyz[:count].mean(axis=1, keepdims=True)
+        radius = np.linalg.norm(xyz, axis=-1).max(axis=1)
+        centre = np.zeros(count) if cursor is None else cursor + _FRAGMENT_GAP + radius
+        xyz[..., 0] += centre[:, None]
+        out[:, list(frag.atoms)] = xyz
+        cursor = centre + radius
+    return out
+
+
+# -------------------------------------------------------------------- hydrogens, mmff
+
+
+def _heavy_with_confs(heavy: Chem.Mol, coords: np.ndarray) -> Chem.Mol:
+    work = Chem.Mol(heavy)
+    work.RemoveAllConformers()
+    for k, xyz in enumerate(coords):
+        conf = Chem.Conformer(heavy.GetNumAtoms())
+        conf.Set3D(True)
+        conf.SetPositions(xyz)
+        conf.SetId(k)
+        work.AddConformer(conf, assignId=False)
+    return work
+
+
+def _hydrogen_map(mol: Chem.Mol, heavy_idx: list[int], full: Chem.Mol) -> dict[int, int]:
+    """Caller atom index -> atom index in ``full`` (heavy atoms first, then AddHs' H)."""
+    mapping = {orig: k for k, orig in enumerate(heavy_idx)}
+    pos_of = {orig: k for k, orig in enumerate(heavy_idx)}
+    free: dict[int, list[int]] = {}
+    for atom in full.GetAtoms():
+        if atom.GetIdx() >= len(heavy_idx):
+            (nbr,) = (a.GetIdx() for a in atom.GetNeighbors())
+            free.setdefault(nbr, []).append(atom.GetIdx())
+    for atom in mol.GetAtoms():
+        if atom.GetAtomicNum() != 1:
+            continue
+        heavy_nbrs = [a.GetIdx() for a in atom.GetNeighbors() if a.GetAtomicNum() != 1]
+        if len(heavy_nbrs) != 1 or not free.get(pos_of[heavy_nbrs[0]]):
+            raise UnsupportedMoleculeError(
+                f"atom {atom.GetIdx()} (H): hydrogen not bonded to exactly one heavy atom"
+            )
+        mapping[atom.GetIdx()] = free[pos_of[heavy_nbrs[0]]].pop(0)
+    return mapping
+
+
+# ------------------------------------------------------------------------------ core
+
+
+def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
+    """Generate and attach; raises on any failure with ``mol`` untouched."""
+    _validate_mol(mol)
+    if int(n) <= 0:
+        raise InvalidInputError(f"number of conformers must be positive, got {n}")
+    clock = _Clock(float(opts.timeout) if opts.timeout else None)
+    seed = _resolve_seed(opts.randomSeed)
+    work = Chem.Mol(mol)
+    try:
+        Chem.SanitizeMol(work)
+    except Exception as exc:  # RDKit raises several sanitisation error types
+        raise InvalidInputError(f"molecule does not sanitize: {exc}") from exc
+    heavy, heavy_idx = fz.heavy_atom_mol(work)
+    frags = _fragments(heavy)
+
+    model = load_model()
+    threads = int(opts.numThreads) if opts.numThreads is not None else 1
+    if threads <= 0:
+        import os
+
+        threads = os.cpu_count() or 1
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    try:
+        with _torch_threads(1):
+            per_frag = []
+            for f_no, frag in enumerate(frags):
+                if frag.graph is None:
+                    per_frag.append(np.zeros((n, 1, 3)))
+                    continue
+                xyz = _generate_fragment(
+                    model, frag.graph, n, seed + 7919 * f_no, opts, clock, pool
+                )
+                per_frag.append(xyz)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    count = min(len(x) for x in per_frag)
+    if count == 0:
+        raise EmbeddingFailedError(
+            f"no conformer with the declared stereo after {opts.maxAttempts} sampling rounds"
+        )
+    coords = _layout_fragments(heavy, frags, per_frag, count)
+
+    has_h = heavy.GetNumAtoms() != work.GetNumAtoms()
+    heavy_confs = _heavy_with_confs(heavy, coords)
+    energies: list[float | None] = [None] * count
+    converged: list[bool | None] = [None] * count
+    if has_h or mmff:
+        full = Chem.AddHs(heavy_confs, addCoords=True)
+        if mmff:
+            clock.check("MMFF")
+            res = mmff_minimize(
+                full,
+                dielectric=str(opts.dielectric),
+                dielectric_constant=4.0 if opts.dielectric == "distance" else 1.0,
+                num_threads=threads,
+            )
+            clock.check("MMFF")
+            if res is None:
+                warnings.warn(
+                    "MMFF94s cannot type this molecule: conformers are returned unminimised",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            else:
+                energies = [r.energy for r in res]
+                converged = [r.converged for r in res]
+        if has_h:
+            mapping = _hydrogen_map(work, heavy_idx, full)
+            order = [mapping[i] for i in range(work.GetNumAtoms())]
+            all_xyz = np.stack([c.GetPositions() for c in full.GetConformers()])[:, order]
+        else:
+            all_xyz = np.stack([c.GetPositions() for c in full.GetConformers()])[
+                :, : heavy.GetNumAtoms()
+            ]
+        heavy_xyz = np.stack([c.GetPositions() for c in full.GetConformers()])[
+            :, : heavy.GetNumAtoms()
+        ]
+    else:
+        all_xyz = coords
+        heavy_xyz = coords
+
+    keep = list(range(count))
+    if opts.pruneRmsThresh is not None and float(opts.pruneRmsThresh) > 0 and count > 1:
+        clock.check("pruning")
+        rms = rmsd_matrix(heavy_xyz, automorphisms(heavy))
+        order = sorted(range(count), key=lambda i: energies[i]) if energies[0] is not None else None
+        keep = prune_indices(rms, float(opts.pruneRmsThresh), order)
+
+    # success: now, and only now, touch the caller's molecule
+    return _attach(
+        mol,
+        [all_xyz[i] for i in keep],
+        [energies[i] for i in keep],
+        [converged[i] for i in keep],
+        "rdconfvae",
+        bool(opts.clearConfs),
+    )
+
+
+def _attach(
+    mol: Chem.Mol,
+    coords: list[np.ndarray],
+    energies: list[float | None],
+    converged: list[bool | None],
+    generator: str,
+    clear: bool,
+) -> list[int]:
+    if clear:
+        mol.RemoveAllConformers()
+    start = max((c.GetId() for c in mol.GetConformers()), default=-1) + 1
+    ids = []
+    for k, xyz in enumerate(coords):
+        conf = Chem.Conformer(mol.GetNumAtoms())
+        conf.Set3D(True)
+        conf.SetPositions(np.ascontiguousarray(xyz, dtype=float))
+        conf.SetId(start + k)
+        conf.SetProp(GENERATOR_PROP, generator)
+        if energies[k] is not None:
+            conf.SetDoubleProp(ENERGY_PROP, float(energies[k]))
+            conf.SetBoolProp(CONVERGED_PROP, bool(converged[k]))
+        mol.AddConformer(conf, assignId=False)
+        ids.append(start + k)
+    return ids
+
+
+def _etkdg(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
+    """Fallback: RDKit ETKDGv3 on a copy (hydrogens added when missing), then attached."""
+    if not _fallback_warned.is_set():
+        _fallback_warned.set()
+        warnings.warn(
+            "molecule outside the ConfVAE domain: embedded with RDKit ETKDGv3 instead "
+            f"(conformer property {GENERATOR_PROP!r} says which generator made each conformer)",
+            FallbackWarning,
+            stacklevel=3,
+        )
+    work = Chem.Mol(mol)
+    has_h = any(a.GetAtomicNum() == 1 for a in work.GetAtoms())
+    full = work if has_h else Chem.AddHs(work)
+    params = rdDistGeom.ETKDGv3()
+    params.randomSeed = _resolve_seed(opts.randomSeed)
+    params.numThreads = int(opts.numThreads or 0)
+    params.pruneRmsThresh = float(opts.pruneRmsThresh or -1.0)
+    params.enforceChirality = bool(opts.enforceChirality)
+    if opts.timeout:
+        params.timeout = int(math.ceil(float(opts.timeout)))
+    ids = list(rdDistGeom.EmbedMultipleConfs(full, int(n), params))
+    if not ids:
+        raise EmbeddingFailedError("ETKDGv3 fallback produced no conformer")
+    energies: list[float | None] = [None] * len(ids)
+    converged: list[bool | None] = [None] * len(ids)
+    if mmff:
+        res = mmff_minimize(
+            full,
+            dielectric=str(opts.dielectric),
+            dielectric_constant=4.0 if opts.dielectric == "distance" else 1.0,
+            num_threads=int(opts.numThreads or 0),
+        )
+        if res is not None:
+            energies = [r.energy for r in res]
+            converged = [r.converged for r in res]
+    n_atoms = work.GetNumAtoms()
+    coords = [full.GetConformer(i).GetPositions()[:n_atoms] for i in ids]
+    return _attach(mol, coords, energies, converged, "etkdg", bool(opts.clearConfs))
+
+
+def _dispatch(mol: Chem.Mol, n: int, opts: EmbedParameters) -> list[int]:
+    mmff = bool(opts.mmff)
+    if opts.fallback not in ("raise", "etkdg"):
+        raise InvalidInputError(f"fallback must be 'raise' or 'etkdg', got {opts.fallback!r}")
+    try:
+        return _run(mol, n, opts, mmff)
+    except UnsupportedMoleculeError:
+        if opts.fallback != "etkdg":
+            raise
+    return _etkdg(mol, n, opts, mmff)
+
+
+# ---------------------------------------------------------------------------- public
+
+
+def embed(
+    mol: Chem.Mol,
+    n: int = 50,
+    *,
+    mmff: bool = False,
+    seed: int = -1,
+    clear_confs: bool = True,
+    prune_rms: float = -1.0,
+    num_threads: int = 1,
+    timeout: float | None = None,
+    fallback: str = "raise",
+    params: EmbedParameters | Any | None = None,
+) -> list[int]:
+    """Embed ``n`` conformers of ``mol`` in place with the ConfVAE; return their ids.
+
+    Args:
+        mol: an RDKit molecule, with or without explicit hydrogens (see module doc).
+        n: number of conformers (> 0). Fewer are returned only after pruning.
+        mmff: minimise each conformer with MMFF94s to convergence (distance-dependent
+            dielectric eps = 4r by default, see ``params.dielectric``); the energy
+            (kcal/mol) is stored as conformer property ``MMFF_ENERGY``.
+        seed: random seed; -1 draws one at random. Same seed, same coordinates for
+            any ``num_threads``.
+        clear_confs: remove existing conformers first (ids restart at 0); otherwise
+            new ids follow the largest existing id.
+        prune_rms: if > 0, every kept pair differs by at least this heavy-atom,
+            symmetry-aware RMSD (Angstrom).
+        num_threads: worker threads (0: all cores).
+        timeout: seconds per molecule; :class:`EmbeddingTimeoutError` when exceeded.
+        fallback: ``"raise"`` (default): out-of-domain molecules raise
+            :class:`UnsupportedMoleculeError`; ``"etkdg"``: embed them with RDKit's
+            ETKDGv3 instead (warns once per process; conformer property
+            ``rdconfvae_generator`` records the generator).
+        params: an :class:`EmbedParameters` or RDKit ``EmbedParameters`` supplying
+            the options; keyword arguments given with a non-default value win.
+
+    Raises:
+        InvalidInputError: ``mol`` is None, empty or does not sanitize; ``n <= 0``.
+        UnsupportedMoleculeError / MoleculeTooLargeError: outside the model's domain.
+        EmbeddingFailedError / EmbeddingTimeoutError: no conformer could be made.
+
+    On any error ``mol`` keeps exactly the conformers it had.
+
+    >>> from rdkit import Chem
+    >>> m = Chem.AddHs(Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1"))
+    >>> embed(m, n=3, seed=7)
+    [0, 1, 2]
+    """
+    opts = to_params(params)
+    defaults = {
+        "mmff": False,
+        "randomSeed": -1,
+        "clearConfs": True,
+        "pruneRmsThresh": -1.0,
+        "numThreads": 1,
+        "timeout": 0.0,
+    }
+    given = {
+        "mmff": mmff,
+        "randomSeed": seed,
+        "clearConfs": clear_confs,
+        "pruneRmsThresh": prune_rms,
+        "numThreads": num_threads,
+        "timeout": timeout or 0.0,
+    }
+    for key, value in given.items():
+        if params is None or value != defaults[key]:
+            setattr(opts, key, value)
+    opts.fallback = fallback
+    return _dispatch(mol, n, opts)
+
+
+def EmbedMultipleConfs(  # noqa: N802 -- RDKit's name
+    mol: Chem.Mol,
+    numConfs: int = 10,
+    params: Any = None,
+    **kwargs: Any,  # noqa: N803
+) -> list[int]:
+    """Drop-in for ``AllChem.EmbedMultipleConfs``: same arguments, same return contract.
+
+    ``params`` may be :class:`rdconfvae.EmbedParameters` or RDKit's own
+    (``AllChem.ETKDGv3()``): ``randomSeed``, ``clearConfs``, ``pruneRmsThresh``,
+    ``numThreads``, ``enforceChirality`` and ``timeout`` are honoured; RDKit's
+    other fields are accepted and ignored. Keyword arguments use RDKit's names
+    (``randomSeed=42``, ``pruneRmsThresh=0.5``, ...) plus ours (``mmff``,
+    ``dielectric``, ``fallback``, ``temperature``, ``maxAttempts``); an unknown
+    keyword raises ``TypeError``.
+
+    Returns the ids of the conformers added; on embedding failure a shorter or
+    empty list (never -1) and ``mol`` unchanged. Out-of-domain molecules fall
+    back to ETKDGv3 (``fallback="etkdg"`` is the default here). A ``None``
+    molecule raises :class:`InvalidInputError` (RDKit raises too).
+    """
+    if isinstance(params, int) and not isinstance(params, bool):
+        kwargs.setdefault("maxAttempts", params)  # RDKit's third positional argument
+        params = None
+    opts = to_params(params)
+    for key, value in kwargs.items():
+        if key not in EmbedParameters.__slots__:
+            raise TypeError(f"EmbedMultipleConfs() got an unexpected keyword argument {key!r}")
+        setattr(opts, key, value)
+    _validate_mol(mol)
+    if int(numConfs) <= 0:
+        return []
+    try:
+        return _dispatch(mol, int(numConfs), opts)
+    except (EmbeddingFailedError, UnsupportedMoleculeError) as exc:
+        log.warning("EmbedMultipleConfs: no conformers: %s", exc)
+        return []
+    except RdConfVAEError:
+        raise

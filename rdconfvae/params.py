@@ -1,0 +1,139 @@
+"""``EmbedParameters``: the options object of :func:`rdconfvae.EmbedMultipleConfs`.
+
+It mirrors RDKit's ``rdDistGeom.EmbedParameters``: the same field names, unknown
+attributes rejected with ``AttributeError``, and a JSON round trip. RDKit's own
+parameter objects (``AllChem.ETKDGv3()`` ...) are accepted too: the fields that
+mean something here are read (:meth:`EmbedParameters.from_rdkit`), the rest are
+ignored (listed in ``RDKIT_IGNORED``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["EmbedParameters", "RDKIT_IGNORED", "to_params"]
+
+#: Our fields with defaults. Names shared with RDKit keep RDKit's meaning.
+_FIELDS: dict[str, Any] = {
+    "randomSeed": -1,  # -1: random; any other value (0 too) is a seed
+    "clearConfs": True,
+    "pruneRmsThresh": -1.0,  # Angstrom, heavy atoms, symmetry-aware; <= 0: no pruning
+    "numThreads": 1,  # 0: all cores
+    "enforceChirality": True,  # never return a wrong stereoisomer
+    "maxAttempts": 3,  # sampling rounds to replace conformers with wrong stereo
+    "timeout": 0.0,  # seconds per molecule; 0: none
+    "mmff": False,  # MMFF94s minimisation to convergence
+    "dielectric": "distance",  # MMFF dielectric: "distance" (eps = 4r) or "constant"
+    "fallback": "etkdg",  # out-of-domain molecules: "etkdg" or "raise"
+    "temperature": 1.0,  # scale of the prior's standard deviation when sampling z
+}
+
+#: RDKit EmbedParameters fields accepted and ignored (no meaning for a learned model).
+RDKIT_IGNORED: tuple[str, ...] = (
+    "ETversion",
+    "basinThresh",
+    "boundsMatForceScaling",
+    "boxSizeMult",
+    "embedForceField",
+    "embedFragmentsSeparately",
+    "enableSequentialRandomSeeds",
+    "forceTransAmides",
+    "ignoreSmoothingFailures",
+    "initialEmbeddingMode",
+    "maxIterations",
+    "numZeroFail",
+    "onlyHeavyAtomsForRMS",
+    "onlyInitialEmbedding",
+    "optimizerForceTol",
+    "randNegEig",
+    "symmetrizeConjugatedTerminalGroupsForPruning",
+    "trackFailures",
+    "useBasicKnowledge",
+    "useExpTorsionAnglePrefs",
+    "useLegacyImplementation",
+    "useMacrocycle14config",
+    "useMacrocycleTorsions",
+    "useRandomCoords",
+    "useSmallRingTorsions",
+    "useSymmetryForPruning",
+    "verbose",
+)
+
+#: RDKit fields whose value we take over.
+_FROM_RDKIT = (
+    "randomSeed",
+    "clearConfs",
+    "pruneRmsThresh",
+    "numThreads",
+    "enforceChirality",
+    "timeout",
+)
+
+
+class EmbedParameters:
+    """Options for :func:`rdconfvae.EmbedMultipleConfs` (RDKit-style, strict attributes).
+
+    >>> p = EmbedParameters()
+    >>> p.randomSeed = 42
+    >>> EmbedParameters.FromJSON(p.ToJSON()).randomSeed
+    42
+    >>> p.randomseed = 1
+    Traceback (most recent call last):
+    ...
+    AttributeError: Cannot set unknown attribute 'randomseed'
+    """
+
+    __slots__ = tuple(_FIELDS) + RDKIT_IGNORED
+
+    def __init__(self, **kwargs: Any) -> None:
+        for name, value in _FIELDS.items():
+            object.__setattr__(self, name, value)
+        for name in RDKIT_IGNORED:
+            object.__setattr__(self, name, None)
+        for name, value in kwargs.items():
+            setattr(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in self.__slots__:
+            raise AttributeError(f"Cannot set unknown attribute {name!r}")
+        object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k}={getattr(self, k)!r}" for k in _FIELDS)
+        return f"EmbedParameters({body})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Our fields only (the ignored RDKit fields carry no meaning)."""
+        return {k: getattr(self, k) for k in _FIELDS}
+
+    def ToJSON(self) -> str:  # noqa: N802 -- RDKit's name
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+    @classmethod
+    def FromJSON(cls, text: str) -> EmbedParameters:  # noqa: N802 -- RDKit's name
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+
+    @classmethod
+    def from_rdkit(cls, params: Any) -> EmbedParameters:
+        """Take the meaningful fields of an RDKit ``EmbedParameters`` (ETKDGv3, ...)."""
+        out = cls()
+        for name in _FROM_RDKIT:
+            if hasattr(params, name):
+                setattr(out, name, getattr(params, name))
+        return out
+
+
+def to_params(params: Any) -> EmbedParameters:
+    """Our parameters from ``None``, our own object (copied) or an RDKit one."""
+    if params is None:
+        return EmbedParameters()
+    if isinstance(params, EmbedParameters):
+        return EmbedParameters(**params.as_dict())
+    if all(hasattr(params, name) for name in ("randomSeed", "pruneRmsThresh", "clearConfs")):
+        return EmbedParameters.from_rdkit(params)
+    raise TypeError(
+        f"params must be rdconfvae.EmbedParameters or an RDKit EmbedParameters, "
+        f"not {type(params).__name__}"
+    )

@@ -1,0 +1,277 @@
+"""The public API with the shipped weights: chemistry, RDKit conventions, bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import AllChem, rdMolAlign
+
+import rdconfvae
+from rdconfvae import featurize as fz
+from rdconfvae.api import GENERATOR_PROP
+from rdconfvae.errors import (
+    EmbeddingTimeoutError,
+    InvalidInputError,
+    MoleculeTooLargeError,
+    UnsupportedMoleculeError,
+)
+from rdconfvae.refine import CONVERGED_PROP, ENERGY_PROP, mmff_minimize
+from rdconfvae.stereo import conformer_stereo_matches
+
+IMATINIB = "Cc1ccc(cc1Nc2nccc(n2)c3cccnc3)NC(=O)c4ccc(cc4)CN5CCN(CC5)C"
+
+
+def _mol(smiles: str, hs: bool = True) -> Chem.Mol:
+    mol = Chem.MolFromSmiles(smiles)
+    return Chem.AddHs(mol) if hs else mol
+
+
+def _snapshot(mol: Chem.Mol) -> list[tuple[int, np.ndarray]]:
+    return [(c.GetId(), c.GetPositions().copy()) for c in mol.GetConformers()]
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(
+        i == j and np.array_equal(x, y) for (i, x), (j, y) in zip(a, b, strict=True)
+    )
+
+
+# ------------------------------------------------------------------------- chemistry
+
+
+def test_bond_lengths_match_mmff_and_no_clashes():
+    """Raw conformers: every heavy-atom bond within 0.1 A of the MMFF-minimised
+    conformer, no non-bonded heavy-atom pair (3+ bonds apart) closer than 0.9 A...
+    and in fact not closer than 2.0 A."""
+    mol = _mol(IMATINIB)
+    ids = rdconfvae.embed(mol, n=10, seed=1)
+    assert ids == list(range(10))
+    minimised = Chem.Mol(mol)
+    mmff_minimize(minimised)
+    topo = Chem.GetDistanceMatrix(mol)
+    heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
+    worst_bond, closest = 0.0, np.inf
+    for cid in ids:
+        raw = mol.GetConformer(cid).GetPositions()
+        ref = minimised.GetConformer(cid).GetPositions()
+        for b in mol.GetBonds():
+            i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+            if i in heavy and j in heavy:
+                d_raw = np.linalg.norm(raw[i] - raw[j])
+                d_ref = np.linalg.norm(ref[i] - ref[j])
+                worst_bond = max(worst_bond, abs(d_raw - d_ref))
+        h = raw[heavy]
+        d = np.linalg.norm(h[:, None] - h[None], axis=-1)
+        far = topo[np.ix_(heavy, heavy)] >= 3
+        closest = min(closest, d[far].min())
+    assert worst_bond < 0.1
+    assert closest > 0.9
+
+
+@pytest.mark.parametrize(
+    "smiles",
+    [
+        "N[C@@H](C)C(=O)O",  # L-alanine
+        "C[C@@H]1CC[C@H](O)CC1",  # two centres in a ring (trans-4-methylcyclohexanol)
+        "O[C@@H]1CCCC[C@H]1N",  # two adjacent ring centres
+        "C/C=C/C(=O)OC",  # E alkene
+        "CC/C=C\\CCO",  # Z alkene
+    ],
+)
+def test_declared_stereo_is_kept(smiles):
+    mol = _mol(smiles)
+    ids = rdconfvae.embed(mol, n=8, seed=5)
+    assert len(ids) == 8
+    assert all(conformer_stereo_matches(mol, cid) for cid in ids)
+
+
+def test_secondary_amides_stay_planar():
+    mol = _mol("CC(=O)NCc1ccccc1")
+    ids = rdconfvae.embed(mol, n=10, seed=2)
+    patt = Chem.MolFromSmarts("[CH3:1][C:2](=O)[NH:3][CH2:4]")
+    (match,) = mol.GetSubstructMatches(patt)
+    match = (match[0], match[1], match[3], match[4])  # skip the carbonyl O
+    from rdkit.Chem import rdMolTransforms
+
+    for cid in ids:
+        torsion = rdMolTransforms.GetDihedralDeg(mol.GetConformer(cid), *match)
+        # C-C(=O)-N-C: trans amide is 180 deg, cis 0; planar within 25 deg
+        assert min(abs(abs(torsion) - 180.0), abs(torsion)) < 25.0
+
+
+def test_mmff_energies_stored_and_converged():
+    mol = _mol("CC(=O)Oc1ccccc1C(=O)O")
+    ids = rdconfvae.embed(mol, n=4, seed=3, mmff=True)
+    for cid in ids:
+        conf = mol.GetConformer(cid)
+        assert conf.HasProp(ENERGY_PROP) and conf.GetBoolProp(CONVERGED_PROP)
+        assert conf.GetProp(GENERATOR_PROP) == "rdconfvae"
+    energies = [mol.GetConformer(c).GetDoubleProp(ENERGY_PROP) for c in ids]
+    assert np.all(np.isfinite(energies))
+
+
+def test_prune_keeps_only_distinct_conformers():
+    """Every kept pair differs by at least the threshold (checked with RDKit's GetBestRMS)."""
+    mol = _mol("CCCCOc1ccc(CC(=O)NCCO)cc1")
+    ids = rdconfvae.embed(mol, n=20, seed=4, prune_rms=1.0)
+    assert 1 <= len(ids) <= 20
+    heavy = Chem.RemoveHs(mol)
+    for a in range(len(ids)):
+        for b in range(a + 1, len(ids)):
+            rms = rdMolAlign.GetBestRMS(heavy, heavy, ids[a], ids[b])
+            assert rms >= 1.0 - 1e-3
+
+
+# --------------------------------------------------------------------- RDKit contract
+
+
+def test_ids_clear_and_append():
+    mol = _mol("CCO")
+    assert rdconfvae.EmbedMultipleConfs(mol, 3, randomSeed=1) == [0, 1, 2]
+    assert rdconfvae.EmbedMultipleConfs(mol, 2, randomSeed=1, clearConfs=False) == [3, 4]
+    assert [c.GetId() for c in mol.GetConformers()] == [0, 1, 2, 3, 4]
+    assert rdconfvae.EmbedMultipleConfs(mol, 2, randomSeed=1) == [0, 1]
+
+
+def test_same_seed_same_coordinates_any_thread_count():
+    a, b, c = _mol(IMATINIB), _mol(IMATINIB), _mol(IMATINIB)
+    rdconfvae.embed(a, n=20, seed=0, num_threads=1)
+    rdconfvae.embed(b, n=20, seed=0, num_threads=2)
+    rdconfvae.embed(c, n=20, seed=1, num_threads=1)
+    pos = lambda m: np.stack([x.GetPositions() for x in m.GetConformers()])  # noqa: E731
+    assert np.array_equal(pos(a), pos(b))
+    assert not np.allclose(pos(a), pos(c))
+
+
+def test_random_seed_minus_one_differs():
+    a, b = _mol("CCCCCCO"), _mol("CCCCCCO")
+    rdconfvae.embed(a, n=5, seed=-1)
+    rdconfvae.embed(b, n=5, seed=-1)
+    assert not np.allclose(a.GetConformer(0).GetPositions(), b.GetConformer(0).GetPositions())
+
+
+def test_without_hydrogens_no_atom_is_added():
+    mol = _mol("CC(=O)Nc1ccc(O)cc1", hs=False)
+    ids = rdconfvae.embed(mol, n=3, seed=1, mmff=True)
+    assert mol.GetNumAtoms() == 11 and len(ids) == 3
+    assert mol.GetConformer(0).Is3D()
+    assert mol.GetConformer(0).HasProp(ENERGY_PROP)
+
+
+def test_rdkit_params_object_is_honoured():
+    params = AllChem.ETKDGv3()
+    params.randomSeed = 7
+    params.pruneRmsThresh = -1.0
+    a, b = _mol("CCOCCN"), _mol("CCOCCN")
+    assert rdconfvae.EmbedMultipleConfs(a, 4, params) == [0, 1, 2, 3]
+    ours = rdconfvae.EmbedParameters(randomSeed=7)
+    assert rdconfvae.EmbedMultipleConfs(b, 4, ours) == [0, 1, 2, 3]
+    assert np.array_equal(a.GetConformer(2).GetPositions(), b.GetConformer(2).GetPositions())
+
+
+def test_params_are_strict_and_round_trip():
+    p = rdconfvae.EmbedParameters()
+    with pytest.raises(AttributeError):
+        p.randomseed = 3  # typo of randomSeed
+    p.pruneRmsThresh = 0.5
+    assert rdconfvae.EmbedParameters.FromJSON(p.ToJSON()).pruneRmsThresh == 0.5
+    with pytest.raises(TypeError):
+        rdconfvae.EmbedMultipleConfs(_mol("CC"), 2, randomseed=1)
+
+
+# ------------------------------------------------------------------------ bad input
+
+
+def test_none_and_empty_are_rejected():
+    with pytest.raises(InvalidInputError, match="None"):
+        rdconfvae.embed(None)
+    with pytest.raises(InvalidInputError, match="no atoms"):
+        rdconfvae.embed(Chem.Mol())
+
+
+@pytest.mark.parametrize(
+    "smiles",
+    [
+        "C[Sn](C)(C)C",
+        "C[Si](C)(C)C",
+        "OB(O)c1ccccc1",
+        "C[Se]C",
+        "[Cu+2].[O-]C(=O)C.[O-]C(=O)C",
+        "C[CH2]",
+    ],
+)
+def test_out_of_domain_raises_or_falls_back(smiles):
+    mol = _mol(smiles)
+    with pytest.raises(UnsupportedMoleculeError):
+        rdconfvae.embed(mol, n=2)
+    assert mol.GetNumConformers() == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ids = rdconfvae.EmbedMultipleConfs(mol, 2, randomSeed=1)
+    assert ids == [0, 1]
+    assert all(c.GetProp(GENERATOR_PROP) == "etkdg" for c in mol.GetConformers())
+
+
+def test_fallback_warns_once_per_process(monkeypatch):
+    from rdconfvae import api
+
+    monkeypatch.setattr(api, "_fallback_warned", api.threading.Event())
+    with pytest.warns(rdconfvae.FallbackWarning):
+        rdconfvae.embed(_mol("C[Si](C)(C)C"), n=1, fallback="etkdg", seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rdconfvae.embed(_mol("C[Se]C"), n=1, fallback="etkdg", seed=1)
+
+
+def test_charged_and_zwitterions_work():
+    for smiles in ("C[N+](C)(C)CC(=O)[O-]", "[NH3+][C@@H](C)C(=O)[O-]", "CC(=O)[O-]"):
+        mol = _mol(smiles)
+        assert len(rdconfvae.embed(mol, n=3, seed=1)) == 3
+        assert all(conformer_stereo_matches(mol, c.GetId()) for c in mol.GetConformers())
+
+
+def test_salt_fragments_are_all_embedded_apart():
+    mol = _mol("CC(=O)[O-].[Na+]")
+    rdconfvae.embed(mol, n=2, seed=1)
+    pos = mol.GetConformer(0).GetPositions()
+    na = [a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() == "Na"][0]
+    others = [i for i in range(mol.GetNumAtoms()) if i != na]
+    assert np.linalg.norm(pos[others] - pos[na], axis=-1).min() > 2.5
+
+
+def test_too_large_names_the_limit():
+    mol = _mol("C" * (fz.MAX_HEAVY_ATOMS + 5), hs=False)
+    with pytest.raises(MoleculeTooLargeError, match=f"{fz.MAX_HEAVY_ATOMS} heavy atoms"):
+        rdconfvae.embed(mol, n=2)
+
+
+def test_non_positive_n():
+    mol = _mol("CCO")
+    with pytest.raises(InvalidInputError, match="positive"):
+        rdconfvae.embed(mol, n=0)
+    assert rdconfvae.EmbedMultipleConfs(mol, 0) == []
+
+
+def test_failure_keeps_existing_conformers(monkeypatch):
+    mol = _mol("CCOC(=O)c1ccccc1")
+    rdconfvae.embed(mol, n=3, seed=1)
+    before = _snapshot(mol)
+    with pytest.raises(EmbeddingTimeoutError):
+        rdconfvae.embed(mol, n=50, seed=2, timeout=1e-9, clear_confs=True)
+    assert _same(before, _snapshot(mol))
+    # an internal failure after sampling (MMFF crashing) must not touch the molecule
+    from rdconfvae import api
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated MMFF crash")
+
+    monkeypatch.setattr(api, "mmff_minimize", boom)
+    with pytest.raises(RuntimeError, match="simulated"):
+        rdconfvae.embed(mol, n=5, seed=2, mmff=True, clear_confs=False)
+    assert _same(before, _snapshot(mol))
+    # the drop-in returns an empty list on embedding failure, molecule unchanged
+    assert rdconfvae.EmbedMultipleConfs(mol, 5, timeout=1e-9, clearConfs=False) == []
+    assert _same(before, _snapshot(mol))

@@ -1,0 +1,1 @@
+"""Shipped model weights (TorchScript) and their manifest; see rdconfvae.weights."""
