@@ -1,0 +1,139 @@
+"""Tests for rdconfvae.bench: the command end to end on a few molecules, sampling, reading."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+from rdkit import Chem
+from rdkit.Chem import rdDistGeom
+
+from rdconfvae import bench
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PLATINUM = SHARED / "platinum" / "platinum_public.sdf.gz"
+DFT = SHARED / "dft_ensembles" / "dft_public.sdf.gz"
+HAVE_CDPKIT = importlib.util.find_spec("CDPL") is not None
+
+needs_platinum = pytest.mark.skipif(not PLATINUM.exists(), reason="shared Platinum data absent")
+
+
+def read(out: Path) -> tuple[str, dict]:
+    report = (out / "report.md").read_text(encoding="utf-8")
+    return report, json.loads((out / "results.json").read_text(encoding="utf-8"))
+
+
+@needs_platinum
+def test_platinum_command(tmp_path):
+    methods = ["etkdg", "etkdg+mmff"] + (["conforge"] if HAVE_CDPKIT else [])
+    argv = ["platinum", "--data", str(PLATINUM), "--methods", ",".join(methods), "-n", "5",
+            "--limit", "3", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert bench.main(argv) == 0
+    report, res = read(tmp_path)
+    assert "python -m rdconfvae.bench platinum" in report
+    assert "| etkdg+mmff |" in report
+    assert len(res["molecules"]) == 3
+    for row in res["molecules"]:
+        assert Chem.MolFromSmiles(row["smiles"]).GetNumHeavyAtoms() == row["n_heavy"]
+        for method in methods:
+            entry = row["methods"][method]
+            assert entry["ok"], entry["error"]
+            assert 1 <= entry["n_confs"] <= 5
+            assert math.isfinite(entry["min_rmsd"]) and 0.0 <= entry["min_rmsd"] < 5.0
+            assert entry["cpu_s"] > 0.0
+        # MMFF starts from the same ETKDG conformers and adds time
+        assert row["methods"]["etkdg+mmff"]["cpu_s"] >= row["methods"]["etkdg"]["cpu_s"]
+    summary = res["summary"]["methods"]
+    for method in methods:
+        assert 0.0 <= summary[method]["all"]["below_2.0"] <= 1.0
+    if HAVE_CDPKIT:
+        assert res["info"]["conforge_settings"]["max_output_conformers"] == 5
+        assert "CONFORGE:" in report
+
+
+@needs_platinum
+def test_missing_generator_is_a_recorded_failure(tmp_path, monkeypatch):
+    def unavailable(mol, n, seed, timeout):
+        raise bench.MethodError("rdconfvae.embed is not available: test")
+
+    monkeypatch.setattr(bench, "_run_rdconfvae", unavailable)
+    argv = ["platinum", "--data", str(PLATINUM), "--methods", "etkdg,rdconfvae,rdconfvae+mmff",
+            "-n", "2", "--limit", "2", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert bench.main(argv) == 0
+    report, res = read(tmp_path)
+    for row in res["molecules"]:
+        assert row["methods"]["etkdg"]["ok"]
+        for method in ("rdconfvae", "rdconfvae+mmff"):
+            assert not row["methods"][method]["ok"]
+            assert "not available" in row["methods"][method]["error"]
+    assert res["summary"]["methods"]["rdconfvae"]["n_failed"] == 2
+    assert "rdconfvae.embed is not available" in report
+
+
+@pytest.mark.skipif(not DFT.exists(), reason="shared DFT ensembles absent")
+def test_ensembles_command(tmp_path):
+    argv = ["ensembles", "--data", str(DFT), "--methods", "etkdg", "--limit", "2",
+            "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert bench.main(argv) == 0
+    _, res = read(tmp_path)
+    for row in res["molecules"]:
+        assert row["n_requested"] == 2 * row["n_ref"] and row["n_ref"] > 1
+        entry = row["methods"]["etkdg"]
+        assert 0.0 <= entry["cov_r"] <= 1.0 and entry["mat_r"] >= 0.0
+
+
+@needs_platinum
+def test_validity_command(tmp_path):
+    pytest.importorskip("posebusters")
+    argv = ["validity", "--data", str(PLATINUM), "--methods", "etkdg", "-n", "2",
+            "--limit", "1", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert bench.main(argv) == 0
+    _, res = read(tmp_path)
+    s = res["summary"]["methods"]["etkdg"]
+    assert s["n_checked"] == 2 and 0.0 <= s["share_pass"] <= 1.0
+
+
+def fake_records(n_rots: list[int]) -> list[bench.Record]:
+    mol = Chem.MolFromSmiles("C")
+    return [bench.Record(f"m{i:03d}", mol, "C", 1, r) for i, r in enumerate(n_rots)]
+
+
+def test_stratified_sample_is_deterministic_and_proportional():
+    n_rots = [i % 13 for i in range(200)]
+    records = fake_records(n_rots)
+    first = bench.select_records(records, 40, "stratified")
+    again = bench.select_records(list(records), 40, "stratified")
+    assert [r.name for r in first] == [r.name for r in again]
+    assert len(first) == 40 and len({r.name for r in first}) == 40
+    assert [r.name for r in first] == sorted(r.name for r in first)  # file order kept
+    for b, (lo, hi) in enumerate(bench.ROT_BINS):
+        share_all = sum(lo <= r <= hi for r in n_rots) / len(n_rots)
+        share_sample = sum(lo <= r.n_rot <= hi for r in first) / 40
+        assert abs(share_all - share_sample) <= 1 / 40 + 1e-9, b
+    assert [r.name for r in bench.select_records(records, 3, "first")] == ["m000", "m001", "m002"]
+    assert len(bench.select_records(records, None, "stratified")) == 200
+
+
+def test_ensembles_reader_groups_conformers_and_rebuilds_stereo(tmp_path):
+    mol = Chem.AddHs(Chem.MolFromSmiles("C[C@H](N)C(=O)O"))
+    params = rdDistGeom.ETKDGv3()
+    params.randomSeed = 7
+    rdDistGeom.EmbedMultipleConfs(mol, 3, params)
+    path = tmp_path / "ens.sdf"
+    with Chem.SDWriter(str(path)) as writer:
+        for conf in mol.GetConformers():
+            mol.SetProp("_Name", f"ala/c{conf.GetId()}")
+            writer.write(mol, confId=conf.GetId())
+    (rec,) = bench.load_records(path, "ensembles")
+    assert rec.name == "ala" and rec.ref.GetNumConformers() == 3
+    assert rec.smiles == Chem.MolToSmiles(Chem.MolFromSmiles("C[C@H](N)C(=O)O"))
+    graph = bench.input_mol(rec)
+    assert graph.GetNumConformers() == 0 and graph.GetNumAtoms() == mol.GetNumAtoms()
+
+
+def test_bad_method_name_is_rejected():
+    with pytest.raises(SystemExit):
+        bench.main(["platinum", "--methods", "etkdg,omega"])
