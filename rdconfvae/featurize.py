@@ -255,7 +255,18 @@ def _stereo_double_bonds(mol: Chem.Mol) -> list[tuple[int, int, int, int, float]
     if not bonds:
         return []
     depict = Chem.Mol(mol)
-    rdDepictor.Compute2DCoords(depict)
+    try:
+        rdDepictor.Compute2DCoords(depict)
+    except RuntimeError:
+        try:  # RDKit's own depiction when CoordGen fails, and vice versa
+            rdDepictor.SetPreferCoordGen(not rdDepictor.GetPreferCoordGen())
+            rdDepictor.Compute2DCoords(depict)
+        except RuntimeError as exc:
+            raise UnsupportedMoleculeError(
+                f"cannot lay out the stereo double bonds in 2D to read cis/trans ({exc})"
+            ) from exc
+        finally:
+            rdDepictor.SetPreferCoordGen(not rdDepictor.GetPreferCoordGen())
     pos = depict.GetConformer().GetPositions()[:, :2]
     out = []
     for bond in bonds:

@@ -163,11 +163,16 @@ def _load_records(path: Path) -> list:
     return load_ccd_set(path)
 
 
-def _check_exclusions(records: list) -> None:
-    """Refuse to train on any benchmark molecule (CCD code or InChIKey skeleton)."""
+def _check_exclusions(records: list, names_are_ccd_codes: bool) -> None:
+    """Refuse to train on any benchmark molecule (InChIKey skeleton, and CCD code when
+    the record names are CCD codes)."""
     from rdconfvae.data import is_excluded
 
-    bad = [r.name for r in records if is_excluded(r.mol, code=r.name)]
+    bad = [
+        r.name
+        for r in records
+        if is_excluded(r.mol, code=r.name if names_are_ccd_codes else None)
+    ]
     if bad:
         raise DataError(
             f"{len(bad)} training molecules are on the evaluation exclusion list "
@@ -392,7 +397,7 @@ def train(
     t_start = time.time()
 
     records = _load_records(Path(data))
-    _check_exclusions(records)
+    _check_exclusions(records, names_are_ccd_codes=not str(data).endswith((".sdf", ".sdf.gz")))
     train_recs = [r for r in records if r.split != "val"]
     val_recs = [r for r in records if r.split == "val"]
     rng = np.random.default_rng(preset.seed)

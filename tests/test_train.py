@@ -1,0 +1,95 @@
+"""The trainer: tiny preset end to end, resume, export, and the exclusion guard."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+import rdconfvae
+from rdconfvae import modelstore
+from rdconfvae.errors import DataError
+from rdconfvae.train import main as train_main
+
+# drug-like molecules that are not on the evaluation exclusion list (checked with
+# rdconfvae.data.is_excluded); ETKDG conformers stand in for experimental ones here
+SMILES = [
+    "CCOC(=O)c1ccc(N)cc1", "CC(C)NCC(O)COc1ccccc1", "O=C(O)CCCc1ccc(F)cc1", "CCN(CC)CCOC(=O)c1ccccc1",
+    "Cc1ccccc1NC(=O)CN1CCCC1", "COc1ccc(CCN)cc1OC", "CC(=O)Nc1ccc(OCC)cc1", "OCC1OC(O)CC1O",
+    "CCCCc1ccc(C(=O)O)cc1", "CNC(=O)c1cccnc1C", "CN1CCN(C(=O)c2ccco2)CC1", "Clc1ccc(CN2CCOCC2)cc1",
+    "CC(C)(C)OC(=O)NCCO", "O=S(=O)(N)c1ccc(Cl)cc1", "CCOc1ccccc1C(N)=O", "FC(F)(F)c1ccc(CO)cc1",
+]
+
+
+@pytest.fixture(scope="module")
+def train_sdf(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "train.sdf"
+    writer = Chem.SDWriter(str(path))
+    k = 0
+    for rep in range(3):
+        for i, smi in enumerate(SMILES):
+            mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+            AllChem.EmbedMolecule(mol, randomSeed=100 * rep + i)
+            mol.SetProp("_Name", f"m{k}")
+            writer.write(mol)
+            k += 1
+    writer.close()
+    return path
+
+
+def test_tiny_training_resume_and_export(train_sdf, tmp_path, monkeypatch):
+    out, weights = tmp_path / "run", tmp_path / "weights"
+    args = ["--preset", "tiny", "--data", str(train_sdf), "--out", str(out)]
+    assert train_main([*args, "--max-epochs", "1"]) == 0
+    state = json.loads(__import__("torch").load(out / "last.ckpt", weights_only=True)["state"])
+    assert state["epoch"] == 1
+    assert train_main([*args, "--max-epochs", "2", "--resume", "--export", str(weights)]) == 0
+    manifest = json.loads((weights / "manifest.json").read_text())
+    assert manifest["training"]["epochs"] >= 1
+    assert len(manifest["training"]["data_hash"]) == 64
+    assert "val_median_min_rmsd" in manifest["validation"]
+    state = json.loads(__import__("torch").load(out / "last.ckpt", weights_only=True)["state"])
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    # the exported model is usable by the public API
+    monkeypatch.setenv("RDCONFVAE_WEIGHTS", str(weights))
+    modelstore.clear_cache()
+    try:
+        mol = Chem.AddHs(Chem.MolFromSmiles("CCOC(=O)c1ccccc1"))
+        assert rdconfvae.embed(mol, n=3, seed=0) == [0, 1, 2]
+    finally:
+        modelstore.clear_cache()
+
+
+def test_corrupted_weights_are_refused(tmp_path, monkeypatch, train_sdf):
+    weights = tmp_path / "w"
+    train_main(["--preset", "tiny", "--data", str(train_sdf), "--out", str(tmp_path / "r"),
+                "--max-epochs", "1", "--export", str(weights)])
+    blob = bytearray((weights / "confvae.pt").read_bytes())
+    blob[-100] ^= 0xFF
+    (weights / "confvae.pt").write_bytes(bytes(blob))
+    modelstore.clear_cache()
+    try:
+        with pytest.raises(rdconfvae.WeightsError, match="sha256"):
+            modelstore.load_model(weights)
+    finally:
+        modelstore.clear_cache()
+
+
+def test_benchmark_molecules_are_refused(tmp_path):
+    """Imatinib is a Platinum ligand (CCD STI): a training file holding it must be refused."""
+    path = tmp_path / "leak.sdf"
+    writer = Chem.SDWriter(str(path))
+    for i, smi in enumerate(
+        SMILES[:4] + ["Cc1ccc(cc1Nc2nccc(n2)c3cccnc3)NC(=O)c4ccc(cc4)CN5CCN(CC5)C"]
+    ):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        AllChem.EmbedMolecule(mol, randomSeed=i)
+        mol.SetProp("_Name", f"x{i}")
+        writer.write(mol)
+    writer.close()
+    with pytest.raises(DataError, match="exclusion"):
+        from rdconfvae.train import train
+
+        train(path, tmp_path / "run", "tiny")
