@@ -110,8 +110,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                 writer.write(mol, confId=cid)
             n_ok += 1
         writer.close()
-    print(f"{n_ok} molecules embedded into {out}; {n_fail} failed (see {errors_path})",
-          file=sys.stderr)
+    print(
+        f"{n_ok} molecules embedded into {out}; {n_fail} failed (see {errors_path})",
+        file=sys.stderr,
+    )
     return 1 if n_fail else 0
 
 
@@ -124,9 +126,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "version": __version__,
         "weights": str(loaded.path),
         "sha256": m["sha256"],
-        "training": {k: m["training"].get(k) for k in
-                     ("preset", "data", "data_hash", "train_molecules", "epochs", "finished",
-                      "git_commit")},
+        "training": {
+            k: m["training"].get(k)
+            for k in (
+                "preset",
+                "data",
+                "data_hash",
+                "train_molecules",
+                "epochs",
+                "finished",
+                "git_commit",
+            )
+        },
         "validation": m.get("validation", {}),
     }
     print(json.dumps(info, indent=2))
@@ -141,8 +152,11 @@ def _forward(module: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    forwards = {"train": "rdconfvae.train", "data": "rdconfvae.data.__main__",
-                "bench": "rdconfvae.bench"}
+    forwards = {
+        "train": "rdconfvae.train",
+        "data": "rdconfvae.data.__main__",
+        "bench": "rdconfvae.bench",
+    }
     if argv and argv[0] in forwards:
         return _forward(forwards[argv[0]], argv[1:])
     parser = argparse.ArgumentParser(prog="rdconfvae", description="ConfVAE conformers for RDKit")

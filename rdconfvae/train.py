@@ -169,9 +169,7 @@ def _check_exclusions(records: list, names_are_ccd_codes: bool) -> None:
     from rdconfvae.data import is_excluded
 
     bad = [
-        r.name
-        for r in records
-        if is_excluded(r.mol, code=r.name if names_are_ccd_codes else None)
+        r.name for r in records if is_excluded(r.mol, code=r.name if names_are_ccd_codes else None)
     ]
     if bad:
         raise DataError(
@@ -471,6 +469,7 @@ def train(
     def budget_spent() -> bool:
         total = state["elapsed_s"] + time.time() - clock["last"]
         return preset.budget_hours > 0 and total > preset.budget_hours * 3600
+
     stopped_early = False
     last_ckpt = time.time()
     while state["epoch"] < preset.max_epochs and state["bad_epochs"] < preset.patience:
@@ -541,8 +540,11 @@ def train(
             log.info("time budget reached after epoch %d; continue with --resume", state["epoch"])
             break
         if budget_spent():
-            log.info("training budget of %.1f h spent after epoch %d", preset.budget_hours,
-                     state["epoch"])
+            log.info(
+                "training budget of %.1f h spent after epoch %d",
+                preset.budget_hours,
+                state["epoch"],
+            )
             break
 
     result = {
