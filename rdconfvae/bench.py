@@ -5,6 +5,7 @@ Usage::
     python -m rdconfvae.bench platinum  --data PLATINUM.sdf.gz --methods etkdg,conforge -n 50
     python -m rdconfvae.bench ensembles --data dft_public.sdf.gz --methods etkdg,rdconfvae
     python -m rdconfvae.bench validity  --data PLATINUM.sdf.gz --methods etkdg,etkdg+mmff -n 10
+    python -m rdconfvae.bench threads   --data PLATINUM.sdf.gz -n 50 --limit 40 --threads 2
 
 Every method runs on the same molecules, interleaved per molecule, in one process, one
 thread. Each molecule's graph is rebuilt without 3D (canonical isomeric SMILES of the
@@ -70,7 +71,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TASKS = ("platinum", "ensembles", "validity")
+TASKS = ("platinum", "ensembles", "validity", "threads")
 BASE_METHODS = ("rdconfvae", "etkdg", "conforge")
 DEFAULT_METHODS = "rdconfvae,rdconfvae+mmff,etkdg,etkdg+mmff,conforge"
 _SHARED = Path("..") / "shared" / "data"
@@ -78,9 +79,10 @@ DEFAULT_DATA = {
     "platinum": _SHARED / "platinum" / "platinum_public.sdf.gz",
     "ensembles": _SHARED / "dft_ensembles" / "dft_public.sdf.gz",
     "validity": _SHARED / "platinum" / "platinum_public.sdf.gz",
+    "threads": _SHARED / "platinum" / "platinum_public.sdf.gz",
 }
 #: Default conformers per molecule (ensembles: None = twice the reference count).
-DEFAULT_N = {"platinum": 50, "ensembles": None, "validity": 10}
+DEFAULT_N = {"platinum": 50, "ensembles": None, "validity": 10, "threads": 50}
 QUICK_LIMIT, QUICK_N = 30, 10
 #: Rotatable-bond bins (inclusive bounds) of the stratified sample.
 ROT_BINS = ((0, 2), (3, 4), (5, 6), (7, 9), (10, 10_000))
@@ -1011,7 +1013,76 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: benchmarks/results/<task>-<date>)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threads", type=int, default=2, help="threads task: thread count compared with 1"
+    )
     return p
+
+
+def run_threads(data: Path, out: Path, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``threads`` task: wall time of ``rdconfvae.embed`` with 1 and ``--threads`` threads on
+    the same molecules and seed, interleaved, plus a check that the coordinates are identical."""
+    import rdconfvae
+
+    records = select_records(load_records(data, "platinum"), args.limit, args.sample)
+    counts = (1, args.threads)
+    rdconfvae.embed(input_mol(records[0]), n=2, seed=args.seed)  # load the model untimed
+    rows = []
+    for rec in records:
+        row = {"name": rec.name, "n_heavy": rec.n_heavy}
+        coords = {}
+        for k in counts:
+            mol = input_mol(rec)
+            t0 = time.perf_counter()
+            try:
+                rdconfvae.embed(mol, n=args.n, seed=args.seed, num_threads=k)
+            except Exception as exc:  # a failure is a row, not the end of the run
+                row[f"error_{k}"] = _short(exc)
+                continue
+            row[f"wall_{k}_s"] = time.perf_counter() - t0
+            coords[k] = np.stack([c.GetPositions() for c in mol.GetConformers()])
+        if len(coords) == 2:
+            row["identical"] = bool(np.array_equal(coords[1], coords[args.threads]))
+        rows.append(row)
+    ok = [r for r in rows if "identical" in r]
+    t1 = sum(r["wall_1_s"] for r in ok)
+    tk = sum(r[f"wall_{args.threads}_s"] for r in ok)
+    speedups = [r["wall_1_s"] / r[f"wall_{args.threads}_s"] for r in ok]
+    summary = {
+        "molecules": len(rows),
+        "ok": len(ok),
+        "identical_coordinates": sum(r["identical"] for r in ok),
+        "total_wall_1_s": t1,
+        f"total_wall_{args.threads}_s": tk,
+        "speedup_total": t1 / tk if tk else None,
+        "speedup_median": _median(speedups),
+        "ms_per_conf_1_median": _median([1e3 * r["wall_1_s"] / args.n for r in ok]),
+        f"ms_per_conf_{args.threads}_median": _median(
+            [1e3 * r[f"wall_{args.threads}_s"] / args.n for r in ok]
+        ),
+    }
+    command = "python -m rdconfvae.bench " + shlex.join(argv)
+    lines = [
+        f"# rdconfvae.embed: 1 thread vs {args.threads} threads",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {_cpu_model()}, {os.cpu_count()} CPUs; n = {args.n}, seed {args.seed}, "
+        f"{len(rows)} Platinum molecules (graph only), wall time per call, interleaved.",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in summary.items()
+    ]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    with open(out / "results.json", "w", encoding="utf-8") as fh:
+        json.dump(
+            _jsonable({"command": command, "summary": summary, "molecules": rows}), fh, indent=1
+        )
+    print("\n".join(lines))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1054,6 +1125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path("benchmarks") / "results" / f"{args.task}-{_dt.date.today():%Y-%m-%d}"
     out.mkdir(parents=True, exist_ok=True)
 
+    if args.task == "threads":
+        return run_threads(data, out, args, argv)
     t_start = time.perf_counter()
     records = load_records(data, args.task)
     selected = select_records(records, args.limit, args.sample)

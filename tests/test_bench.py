@@ -137,3 +137,14 @@ def test_ensembles_reader_groups_conformers_and_rebuilds_stereo(tmp_path):
 def test_bad_method_name_is_rejected():
     with pytest.raises(SystemExit):
         bench.main(["platinum", "--methods", "etkdg,omega"])
+
+
+@needs_platinum
+def test_threads_task_reports_identical_coordinates(tmp_path):
+    argv = ["threads", "--data", str(PLATINUM), "-n", "4", "--limit", "2", "--threads", "2",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert bench.main(argv) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["summary"]["ok"] == 2
+    assert res["summary"]["identical_coordinates"] == 2
+    assert res["summary"]["total_wall_1_s"] > 0
