@@ -170,9 +170,10 @@ def _sample_chunk(
         )
         x = solver.solve_pairs(dist, log_sigma, graph.pair_i, graph.pair_j, n, steps=steps)
     ok = torch.ones(x.shape[0], dtype=torch.bool)
-    if not enforce or (graph.chiral_idx.shape[0] == 0 and graph.dbl_idx.shape[0] == 0):
+    if graph.chiral_idx.shape[0] == 0 and graph.dbl_idx.shape[0] == 0:
         return x, ok
     args = (graph.chiral_idx, graph.chiral_sign, graph.dbl_idx, graph.dbl_cis)
+    # the mirror image has the same distances: take it where it has fewer wrong centres
     wrong_c, wrong_d = solver.stereo_violations(x, *args)
     mirrored = x * torch.tensor([-1.0, 1.0, 1.0])
     wrong_cm, _ = solver.stereo_violations(mirrored, *args)
@@ -180,7 +181,7 @@ def _sample_chunk(
     x = torch.where(flip[:, None, None], mirrored, x)
     wrong = torch.where(flip, wrong_cm, wrong_c) + wrong_d
     bad = wrong > 0
-    if bad.any():
+    if enforce and bad.any():
         sub = bad.nonzero().squeeze(-1)
         d = torch.zeros(len(sub), n, n)
         d[:, graph.pair_i, graph.pair_j] = dist[sub]

@@ -248,20 +248,19 @@ class ConfVAE(nn.Module):
         inv_deg: torch.Tensor,
         ref_dist: torch.Tensor,
         eps: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass on a flattened batch with one posterior sample per molecule.
 
         Shapes:
             ref_dist (P,) Angstrom, eps (N, Z)
-            returns mu_log_d (P,), log_sigma (P,), kl (N,) in nats per atom (balanced, see below)
+            returns mu_log_d (P,), log_sigma (P,), kl_prior (N,), kl_post (N,) in nats per atom
         """
         h, e, mu_p, logvar_p = self.encode_graph(atom_feat, pair_feat, pair_i, pair_j, inv_deg)
         mu_q, logvar_q = self.encode_posterior(h, e, pair_i, pair_j, inv_deg, ref_dist)
         z = mu_q + torch.exp(0.5 * logvar_q) * eps
         mu, log_sigma = self.decode(h, e, pair_i, pair_j, inv_deg, z.unsqueeze(0))
-        # KL balancing: the prior is pulled to the posterior (weight 0.8) more than the
-        # posterior to the prior (0.2); the value is the plain KL(q || p).
+        # Both terms equal KL(q || p); their gradients differ: the first trains only the
+        # prior, the second only the encoder (KL balancing, see train.batch_loss).
         kl_prior = _gauss_kl(mu_q.detach(), logvar_q.detach(), mu_p, logvar_p)
         kl_post = _gauss_kl(mu_q, logvar_q, mu_p.detach(), logvar_p.detach())
-        kl = 0.8 * kl_prior + 0.2 * kl_post
-        return mu[0], log_sigma[0], kl
+        return mu[0], log_sigma[0], kl_prior, kl_post
