@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.Chem import rdDistGeom
+from rdkit.Chem import rdDistGeom, rdMolTransforms
 
 from rdconfvae import featurize as fz
 from rdconfvae import solver
@@ -153,9 +153,42 @@ def _fragments(heavy: Chem.Mol) -> list[_Fragment]:
 # ------------------------------------------------------------------------ generation
 
 
+@dataclass(frozen=True)
+class _Geometry:
+    """Distance-geometry bounds of a fragment's heavy-atom pairs (RDKit's bounds matrix).
+
+    Shapes: lower, upper, weight (P,) in pair order; Angstrom.
+    """
+
+    lower: torch.Tensor
+    upper: torch.Tensor
+    weight: torch.Tensor
+
+
+#: Extra stress weight on pairs whose distance the bounds fix: bonds, angles, and the
+#: 1-4 pairs of planar groups (amides, esters, double bonds) whose bounds are tight.
+_LOCAL_WEIGHT = 100.0
+#: Bounds narrower than this (Angstrom) count as fixed.
+_TIGHT_BOUNDS = 0.25
+
+
+def _geometry(mol: Chem.Mol, graph: fz.MolGraph) -> _Geometry:
+    """RDKit's distance bounds (bond lengths and angles from its force-field tables, van der
+    Waals lower bounds elsewhere) for clamping the model's distances before the solve."""
+    bounds = rdDistGeom.GetMoleculeBoundsMatrix(mol)
+    i, j = graph.pair_i.numpy(), graph.pair_j.numpy()
+    upper = torch.tensor(bounds[i, j], dtype=torch.float32)
+    lower = torch.tensor(bounds[j, i], dtype=torch.float32)
+    path = graph.pair_feat[:, : fz.MAX_PATH + 1].argmax(-1)  # 0: bonded, 1: 1-3 pair
+    fixed = (path <= 1) | (upper - lower < _TIGHT_BOUNDS)
+    weight = torch.where(fixed, _LOCAL_WEIGHT, 1.0)
+    return _Geometry(lower, upper, weight)
+
+
 def _sample_chunk(
     model: LoadedModel,
     graph: fz.MolGraph,
+    geom: _Geometry,
     eps: torch.Tensor,
     temperature: float,
     steps: int,
@@ -168,7 +201,10 @@ def _sample_chunk(
         dist, log_sigma = model.module.sample_distances(
             graph.atom_feat, graph.pair_feat, graph.pair_i, graph.pair_j, inv, eps, temperature
         )
-        x = solver.solve_pairs(dist, log_sigma, graph.pair_i, graph.pair_j, n, steps=steps)
+        dist = torch.minimum(torch.maximum(dist, geom.lower), geom.upper)
+        d, w = solver.dense_pairs(dist, log_sigma, graph.pair_i, graph.pair_j, n, geom.weight)
+        ones = torch.ones(d.shape[0], n)
+        x = solver.polish(solver.solve(d, w, ones, steps=steps), d, w, ones, iters=20)
     ok = torch.ones(x.shape[0], dtype=torch.bool)
     if graph.chiral_idx.shape[0] == 0 and graph.dbl_idx.shape[0] == 0:
         return x, ok
@@ -183,13 +219,9 @@ def _sample_chunk(
     bad = wrong > 0
     if enforce and bad.any():
         sub = bad.nonzero().squeeze(-1)
-        d = torch.zeros(len(sub), n, n)
-        d[:, graph.pair_i, graph.pair_j] = dist[sub]
-        d[:, graph.pair_j, graph.pair_i] = dist[sub]
-        w = torch.zeros_like(d)
-        wk = solver.stress_weights(dist[sub], log_sigma[sub])
-        w[:, graph.pair_i, graph.pair_j] = wk
-        w[:, graph.pair_j, graph.pair_i] = wk
+        d, w = solver.dense_pairs(
+            dist[sub], log_sigma[sub], graph.pair_i, graph.pair_j, n, geom.weight
+        )
         fixed = solver.stereo_penalty_refine(x[sub], d, w, torch.ones(len(sub), n), *args)
         x[sub] = fixed
         wc, wd = solver.stereo_violations(fixed, *args)
@@ -199,7 +231,7 @@ def _sample_chunk(
 
 def _generate_fragment(
     model: LoadedModel,
-    graph: fz.MolGraph,
+    frag: _Fragment,
     n: int,
     seed: int,
     opts: EmbedParameters,
@@ -207,6 +239,8 @@ def _generate_fragment(
     pool: ThreadPoolExecutor | None,
 ) -> np.ndarray:
     """Up to n stereo-correct heavy-atom conformers (k, N, 3) of one fragment."""
+    graph = frag.graph
+    geom = _geometry(frag.mol, graph)
     steps = int(model.manifest.get("inference", {}).get("solver_steps", 30))
     temperature = float(opts.temperature)
     enforce = bool(opts.enforceChirality)
@@ -225,7 +259,7 @@ def _generate_fragment(
 
         def run(chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             clock.check("sampling")
-            return _sample_chunk(model, graph, chunk, temperature, steps, enforce)
+            return _sample_chunk(model, graph, geom, chunk, temperature, steps, enforce)
 
         results = list(pool.map(run, chunks)) if pool is not None else [run(c) for c in chunks]
         for x, ok in results:
@@ -261,16 +295,48 @@ def _layout_fragments(
 # -------------------------------------------------------------------- hydrogens, mmff
 
 
+#: Acyclic amide, ester, carbamate and urea bonds: O=C-X-R, X = N or O, R heavy.
+_PLANAR_GROUP = Chem.MolFromSmarts("[OX1]=[CX3]-!@[NX3,OX2]-[!#1]")
+
+
 def _heavy_with_confs(heavy: Chem.Mol, coords: np.ndarray) -> Chem.Mol:
+    """The heavy-atom molecule with one conformer per coordinate set.
+
+    Acyclic amide/ester groups are snapped to the nearest planar form (O=C-X-R
+    dihedral 0 or 180 degrees) by a rigid rotation about the C-X bond, which keeps
+    every bond length and angle: crystal structures show them planar, and the
+    distance solver can leave them twisted where the predicted distances disagree.
+    """
     work = Chem.Mol(heavy)
     work.RemoveAllConformers()
+    groups = []
+    for o, c, x, r in {m[:3]: m for m in heavy.GetSubstructMatches(_PLANAR_GROUP)}.values():
+        others = [n.GetIdx() for n in heavy.GetAtomWithIdx(c).GetNeighbors()]
+        others = [i for i in others if i not in (o, x)]
+        groups.append((o, c, x, r, others[0] if others else -1))
     for k, xyz in enumerate(coords):
         conf = Chem.Conformer(heavy.GetNumAtoms())
         conf.Set3D(True)
         conf.SetPositions(xyz)
         conf.SetId(k)
         work.AddConformer(conf, assignId=False)
+        owned = work.GetConformer(k)  # dihedral setters need the molecule's graph
+        for o, c, x, r, a in groups:
+            # rotate about C-X so that O and the other C substituent A sit, on average,
+            # in the plane (O cis or trans to R, A opposite): pyramidal noise is shared
+            phi_o = rdMolTransforms.GetDihedralDeg(owned, o, c, x, r)
+            target_o = 0.0 if abs(phi_o) < 90 else 180.0
+            delta = _wrap(target_o - phi_o)
+            if a >= 0:
+                phi_a = rdMolTransforms.GetDihedralDeg(owned, a, c, x, r)
+                delta = 0.5 * (delta + _wrap(target_o + 180.0 - phi_a))
+            rdMolTransforms.SetDihedralDeg(owned, o, c, x, r, phi_o + delta)
     return work
+
+
+def _wrap(angle: float) -> float:
+    """Angle in degrees mapped to [-180, 180)."""
+    return (angle + 180.0) % 360.0 - 180.0
 
 
 def _hydrogen_map(mol: Chem.Mol, heavy_idx: list[int], full: Chem.Mol) -> dict[int, int]:
@@ -326,9 +392,7 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
                 if frag.graph is None:
                     per_frag.append(np.zeros((n, 1, 3)))
                     continue
-                xyz = _generate_fragment(
-                    model, frag.graph, n, seed + 7919 * f_no, opts, clock, pool
-                )
+                xyz = _generate_fragment(model, frag, n, seed + 7919 * f_no, opts, clock, pool)
                 per_frag.append(xyz)
     finally:
         if pool is not None:

@@ -32,7 +32,9 @@ __all__ = [
     "stereo_penalty_refine",
     "superpose_rmsd",
     "stress_weights",
+    "polish",
     "solve_pairs",
+    "dense_pairs",
 ]
 
 _EPS = 1e-9
@@ -251,17 +253,78 @@ def solve_pairs(
     pair_j: torch.Tensor,
     n: int,
     steps: int = 30,
+    weight_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Coordinates for K sampled distance vectors of one molecule.
 
+    ``weight_scale`` (P,) multiplies the stress weight of each pair (e.g. to hold
+    bond lengths and angles tighter than the model's own confidence).
+
     Shapes: dist, log_sigma (K, P); pair_i, pair_j (P,); returns (K, n, 3), Angstrom.
     """
+    d, w = dense_pairs(dist, log_sigma, pair_i, pair_j, n, weight_scale)
+    return solve(
+        d, w, torch.ones(dist.shape[0], n, dtype=dist.dtype, device=dist.device), steps=steps
+    )
+
+
+def dense_pairs(
+    dist: torch.Tensor,
+    log_sigma: torch.Tensor,
+    pair_i: torch.Tensor,
+    pair_j: torch.Tensor,
+    n: int,
+    weight_scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric (K, n, n) distance and stress-weight matrices from (K, P) pair vectors."""
     k = dist.shape[0]
     d = torch.zeros(k, n, n, dtype=dist.dtype, device=dist.device)
     d[:, pair_i, pair_j] = dist
     d[:, pair_j, pair_i] = dist
     w = torch.zeros_like(d)
     wk = stress_weights(dist, log_sigma)
+    if weight_scale is not None:
+        wk = wk * weight_scale
     w[:, pair_i, pair_j] = wk
     w[:, pair_j, pair_i] = wk
-    return solve(d, w, torch.ones(k, n, dtype=dist.dtype, device=dist.device), steps=steps)
+    return d, w
+
+
+def polish(
+    x: torch.Tensor,
+    dist: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    iters: int = 40,
+) -> torch.Tensor:
+    """L-BFGS on the weighted stress, after SMACOF has found the basin.
+
+    SMACOF converges linearly and slowly when a few pairs (bonds, angles) carry
+    much larger weights than the rest; a quasi-Newton finish gets bond lengths to
+    within ~0.01 A of their targets at a fraction of the cost. The conformers are
+    independent, so one L-BFGS on their summed stress treats each separately.
+    Not differentiable (inference only). Shapes as :func:`smacof`.
+    """
+    w = (weight * _pair_mask(mask)).detach()
+    d = dist.detach()
+    scale = w.sum((-1, -2)).clamp(min=_EPS)
+    y = x.detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [y],
+        lr=1.0,
+        max_iter=iters,
+        history_size=10,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-6,
+        tolerance_change=1e-10,
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = (stress(y, d, w, mask) / scale).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return y.detach() * mask.unsqueeze(-1)
