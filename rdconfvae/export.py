@@ -8,7 +8,6 @@ training data hash, git commit, validation metrics and library versions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from rdconfvae import featurize as fz
+from rdconfvae.hashing import sha256_file
 from rdconfvae.model import ConfVAE
 
 __all__ = ["MODEL_FILE", "MANIFEST_FILE", "export_checkpoint", "script_model", "INFERENCE"]
@@ -36,14 +36,6 @@ def script_model(model: ConfVAE) -> torch.jit.ScriptModule:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         return torch.jit.script(model)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_checkpoint(checkpoint: dict, out_dir: Path, training: dict, validation: dict) -> Path:

@@ -7,7 +7,6 @@ holding a ``confvae.pt`` + ``manifest.json`` pair, e.g. a freshly trained model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -20,6 +19,7 @@ import torch
 
 from rdconfvae import featurize as fz
 from rdconfvae.errors import WeightsError
+from rdconfvae.hashing import sha256_file
 
 __all__ = ["LoadedModel", "load_model", "weights_dir", "clear_cache"]
 
@@ -63,7 +63,7 @@ def _verify(path: Path, manifest: dict) -> None:
             f"(atom_dim {feat.get('atom_dim')}, pair_dim {feat.get('pair_dim')}); this package "
             f"has featurizer {fz.FEATURIZER_VERSION} ({fz.ATOM_DIM}, {fz.PAIR_DIM})"
         )
-    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    h = sha256_file(path)
     if h != manifest.get("sha256"):
         raise WeightsError(
             f"{path}: sha256 {h[:12]}... does not match the manifest "

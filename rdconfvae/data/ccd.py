@@ -39,6 +39,7 @@ from rdkit.rdBase import BlockLogs
 from rdconfvae.data.exclusions import Exclusions, inchikey_skeleton, load_exclusions
 from rdconfvae.data.records import ALLOWED_ELEMENTS, MolRecord
 from rdconfvae.errors import DataError
+from rdconfvae.hashing import sha256_file
 
 __all__ = [
     "CCD_FILE_NAME",
@@ -638,14 +639,6 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _sdf_record(mol: Chem.Mol, split: str) -> str:
     block = Chem.MolToMolBlock(mol)
     props = []
@@ -782,7 +775,7 @@ def build_ccd_set(
     if sdf is not None:
         sdf = Path(sdf)
         _write_sdf(sdf, [(m, sp) for (_, m, _), sp in zip(kept, splits, strict=True)])
-        sdf_info = {"file": str(sdf), "sha256": _sha256_file(sdf), "bytes": sdf.stat().st_size}
+        sdf_info = {"file": str(sdf), "sha256": sha256_file(sdf), "bytes": sdf.stat().st_size}
 
     heavy = [m.GetNumHeavyAtoms() for _, m, _ in kept]
     rot = [rdMolDescriptors.CalcNumRotatableBonds(Chem.RemoveHs(m)) for _, m, _ in kept]
@@ -798,7 +791,7 @@ def build_ccd_set(
         "format_version": FORMAT_VERSION,
         "output": {
             "file": CCD_FILE_NAME,
-            "sha256": _sha256_file(npz_path),
+            "sha256": sha256_file(npz_path),
             "bytes": npz_path.stat().st_size,
             "molecules": len(kept),
             "train": splits.count("train"),
@@ -806,7 +799,7 @@ def build_ccd_set(
         },
         "source": {
             "ccd_file": str(ccd_path),
-            "ccd_sha256": _sha256_file(ccd_path),
+            "ccd_sha256": sha256_file(ccd_path),
             "ccd_bytes": ccd_path.stat().st_size,
             "ccd_date": tables.latest_date,
             "ccd_date_note": "latest chem_comp.pdbx_modified_date in the file (it carries no "
