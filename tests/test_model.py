@@ -74,7 +74,7 @@ def test_torchscript_file_loads_with_torch_alone(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [2, g.num_pairs]
-    assert "rdconfvae" not in code
+    assert "import rdconfvae" not in code and "from rdconfvae" not in code
 
 
 def test_manifest_records_provenance():
