@@ -341,8 +341,8 @@ def _wrap(angle: float) -> float:
 
 def _hydrogen_map(mol: Chem.Mol, heavy_idx: list[int], full: Chem.Mol) -> dict[int, int]:
     """Caller atom index -> atom index in ``full`` (heavy atoms first, then AddHs' H)."""
-    mapping = {orig: k for k, orig in enumerate(heavy_idx)}
     pos_of = {orig: k for k, orig in enumerate(heavy_idx)}
+    mapping = dict(pos_of)
     free: dict[int, list[int]] = {}
     for atom in full.GetAtoms():
         if atom.GetIdx() >= len(heavy_idx):
@@ -428,17 +428,13 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
             else:
                 energies = [r.energy for r in res]
                 converged = [r.converged for r in res]
+        full_xyz = np.stack([c.GetPositions() for c in full.GetConformers()])
+        heavy_xyz = full_xyz[:, : heavy.GetNumAtoms()]
         if has_h:
             mapping = _hydrogen_map(work, heavy_idx, full)
-            order = [mapping[i] for i in range(work.GetNumAtoms())]
-            all_xyz = np.stack([c.GetPositions() for c in full.GetConformers()])[:, order]
+            all_xyz = full_xyz[:, [mapping[i] for i in range(work.GetNumAtoms())]]
         else:
-            all_xyz = np.stack([c.GetPositions() for c in full.GetConformers()])[
-                :, : heavy.GetNumAtoms()
-            ]
-        heavy_xyz = np.stack([c.GetPositions() for c in full.GetConformers()])[
-            :, : heavy.GetNumAtoms()
-        ]
+            all_xyz = heavy_xyz
     else:
         all_xyz = coords
         heavy_xyz = coords
