@@ -49,9 +49,10 @@ from rdconfvae.errors import (
     RdConfVAEError,
     UnsupportedMoleculeError,
 )
+from rdconfvae.metrics import superposed_rmsd, symmetry_matches
 from rdconfvae.modelstore import LoadedModel, load_model
 from rdconfvae.params import EmbedParameters, to_params
-from rdconfvae.prune import automorphisms, prune_indices, rmsd_matrix
+from rdconfvae.prune import prune_indices
 from rdconfvae.refine import CONVERGED_PROP, ENERGY_PROP, mmff_minimize
 
 __all__ = ["embed", "EmbedMultipleConfs", "GENERATOR_PROP", "FallbackWarning"]
@@ -442,7 +443,7 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
     keep = list(range(count))
     if opts.pruneRmsThresh is not None and float(opts.pruneRmsThresh) > 0 and count > 1:
         clock.check("pruning")
-        rms = rmsd_matrix(heavy_xyz, automorphisms(heavy))
+        rms = superposed_rmsd(heavy_xyz, heavy_xyz, symmetry_matches(heavy, heavy))
         order = sorted(range(count), key=lambda i: energies[i]) if energies[0] is not None else None
         keep = prune_indices(rms, float(opts.pruneRmsThresh), order)
 

@@ -40,6 +40,7 @@ __all__ = [
     "POSE_THRESHOLDS",
     "heavy_atom_mol",
     "symmetry_matches",
+    "superposed_rmsd",
     "rmsd_matrix",
     "best_rms",
     "min_rmsd_to_pose",
@@ -204,8 +205,10 @@ def _max_rotational_trace(cov: np.ndarray, upper: np.ndarray) -> np.ndarray:
     return lam
 
 
-def _kabsch_rmsd(probe: np.ndarray, ref: np.ndarray, matches: np.ndarray) -> np.ndarray:
+def superposed_rmsd(probe: np.ndarray, ref: np.ndarray, matches: np.ndarray) -> np.ndarray:
     """Minimum over matches of the optimally superposed RMSD, no reflection.
+
+    Coordinates in Angstrom; also used by the embed API's conformer pruning.
 
     Shapes:
         probe: (P, N, 3), ref: (R, N, 3), matches: (K, N) -> (P, R)
@@ -261,7 +264,7 @@ def rmsd_matrix(
     xyz_a = _coords(heavy_a, conf_ids_a)
     xyz_b = _coords(heavy_b, conf_ids_b)
     matches = symmetry_matches(heavy_a, heavy_b, max_matches=max_matches)
-    return _kabsch_rmsd(xyz_a, xyz_b, matches)
+    return superposed_rmsd(xyz_a, xyz_b, matches)
 
 
 def best_rms(
