@@ -8,8 +8,6 @@ broken weights).
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import json
 import logging
 import sys
@@ -17,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rdconfvae import __version__
+from rdconfvae.batch import read_molecules as batch_read
 from rdconfvae.errors import RdConfVAEError
 
 __all__ = ["main", "read_molecules"]
@@ -25,96 +24,54 @@ log = logging.getLogger("rdconfvae.cli")
 
 
 def read_molecules(path: Path) -> Iterator[tuple[str, object, str]]:
-    """Yield ``(name, mol or None, error)`` from .smi, .csv, .sdf or .sdf.gz, streaming."""
-    from rdkit import Chem
+    """Yield ``(name, mol or None, error)`` from .smi, .csv, .sdf or .sdf.gz, streaming.
 
-    name = path.name.lower()
-    if name.endswith((".sdf", ".sdf.gz")):
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            for i, mol in enumerate(Chem.ForwardSDMolSupplier(fh, removeHs=False)):
-                if mol is None:
-                    yield f"record{i + 1}", None, "unreadable SDF record"
-                    continue
-                title = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
-                yield title or f"record{i + 1}", mol, ""
-        return
-    if name.endswith(".csv"):
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            cols = {c.lower(): c for c in reader.fieldnames or []}
-            smi_col = cols.get("smiles")
-            if smi_col is None:
-                raise RdConfVAEError(f"{path}: no 'smiles' column (columns: {reader.fieldnames})")
-            name_col = cols.get("name") or cols.get("id")
-            for i, row in enumerate(reader):
-                title = row.get(name_col, "") if name_col else ""
-                yield from _from_smiles(row[smi_col], title or f"mol{i + 1}")
-        return
-    with open(path) as fh:
-        for i, line in enumerate(fh):
-            parts = line.strip().split(maxsplit=1)
-            if not parts or parts[0].startswith("#"):
-                continue
-            yield from _from_smiles(parts[0], parts[1] if len(parts) > 1 else f"mol{i + 1}")
+    Kept for scripts written against 0.1; :func:`rdconfvae.batch.read_molecules` is the
+    streaming reader the ``embed`` command uses.
+    """
+    from rdconfvae.pipeline import to_mol
 
-
-def _from_smiles(smiles: str, title: str) -> Iterator[tuple[str, object, str]]:
-    from rdkit import Chem
-
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        yield title, None, f"invalid SMILES {smiles!r}"
-    else:
-        yield title, mol, ""
+    for rec in batch_read(path):
+        if rec.item is None:
+            yield rec.name, None, rec.problem
+            continue
+        try:
+            yield rec.name, to_mol(rec.item), ""
+        except RdConfVAEError as exc:
+            yield rec.name, None, str(exc)
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from rdkit import Chem
+    from rdconfvae.batch import embed_file
+    from rdconfvae.pipeline import EmbedOptions
 
-    from rdconfvae.api import embed
-
-    out = Path(args.output)
-    opener = gzip.open if out.name.endswith(".gz") else open
-    errors_path = Path(args.errors) if args.errors else out.with_name(out.name + ".errors.tsv")
-    n_ok = n_fail = 0
-    with opener(out, "wt") as fh, open(errors_path, "w") as err:
-        writer = Chem.SDWriter(fh)
-        for name, mol, problem in read_molecules(Path(args.input)):
-            if mol is None:
-                err.write(f"{name}\t{problem}\n")
-                n_fail += 1
-                continue
-            mol = Chem.AddHs(mol, addCoords=mol.GetNumConformers() > 0)
-            try:
-                ids = embed(
-                    mol,
-                    n=args.n,
-                    mmff=args.mmff,
-                    seed=args.seed,
-                    prune_rms=args.prune_rms,
-                    timeout=args.timeout,
-                    fallback=args.fallback,
-                    num_threads=args.threads,
-                )
-            except RdConfVAEError as exc:
-                err.write(f"{name}\t{type(exc).__name__}: {exc}\n")
-                n_fail += 1
-                continue
-            mol.SetProp("_Name", name)
-            for cid in ids:
-                conf = mol.GetConformer(cid)
-                for prop in conf.GetPropNames():
-                    mol.SetProp(prop, conf.GetProp(prop))
-                mol.SetIntProp("conformer_id", cid)
-                writer.write(mol, confId=cid)
-            n_ok += 1
-        writer.close()
+    options = EmbedOptions(
+        n=args.n,
+        mmff=args.mmff,
+        seed=args.seed,
+        prune_rms=args.prune_rms,
+        timeout=args.timeout,
+        fallback=args.fallback,
+        num_threads=args.threads,
+    )
+    progress = {"auto": None, "on": True, "off": False}[args.progress]
+    summary = embed_file(
+        args.input,
+        args.output,
+        options,
+        workers=args.workers,
+        resume=args.resume,
+        errors_path=args.errors,
+        progress=progress,
+    )
+    resumed = f" (resumed after {summary.resumed_from})" if summary.resumed_from else ""
     print(
-        f"{n_ok} molecules embedded into {out}; {n_fail} failed (see {errors_path})",
+        f"{summary.ok} molecules embedded into {summary.output}; {summary.failed} failed "
+        f"(see {summary.errors}); {summary.done} records{resumed}, "
+        f"{summary.rate:.2f} molecules/s in this run",
         file=sys.stderr,
     )
-    return 1 if n_fail else 0
+    return 1 if summary.failed else 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -171,8 +128,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prune-rms", type=float, default=-1.0)
     p.add_argument("--timeout", type=float, default=None, help="seconds per molecule")
     p.add_argument("--fallback", choices=("raise", "etkdg"), default="etkdg")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, each loading the model once (0: one per core); "
+        "output order = input order",
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="threads per molecule (num_threads of embed)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run into the same OUTPUT (same input and options)",
+    )
     p.add_argument("--errors", default=None, help="error file (default OUTPUT.errors.tsv)")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="progress bar with rate and ETA on stderr (auto: only on a terminal)",
+    )
     sub.add_parser("info", help="the weights in use, their training data and metrics")
     for name in forwards:
         sub.add_parser(name, help=f"see rdconfvae {name} --help", add_help=False)
@@ -185,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RdConfVAEError, OSError) as exc:
         print(f"rdconfvae: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("rdconfvae: interrupted; continue with --resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from rdkit import Chem
 
+from rdconfvae import batch
+from rdconfvae.batch import embed_file
 from rdconfvae.cli import main
+from rdconfvae.pipeline import EmbedOptions
 
 
 def test_embed_smiles_file(tmp_path):
@@ -21,7 +27,7 @@ def test_embed_smiles_file(tmp_path):
     assert [m.GetIntProp("conformer_id") for m in mols] == [0, 1, 2] * 2
     assert all(m.GetConformer().Is3D() and m.GetNumAtoms() > 3 for m in mols)
     errors = (tmp_path / "out.sdf.errors.tsv").read_text()
-    assert errors.startswith("broken\tinvalid SMILES")
+    assert errors.startswith("broken\tInvalidInputError: invalid SMILES")
 
 
 def test_info_and_version():
@@ -38,3 +44,98 @@ def test_info_and_version():
 
 def test_unreadable_input_is_a_run_failure(tmp_path):
     assert main(["embed", str(tmp_path / "missing.smi"), str(tmp_path / "o.sdf")]) == 2
+
+
+# ------------------------------------------------------------------ streaming batch runs
+
+SMILES = [
+    ("CCO", "ethanol"),
+    ("c1ccccc1O", "phenol"),
+    ("not_a_smiles", "broken"),
+    ("CC(=O)Nc1ccc(O)cc1", "paracetamol"),
+    ("C[C@H](N)C(=O)O", "alanine"),
+    ("OC(=O)c1ccccc1OC(C)=O", "aspirin"),
+]
+
+
+def _write_smi(path):
+    path.write_text("".join(f"{s} {n}\n" for s, n in SMILES))
+    return path
+
+
+def _records(path):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        return [m for m in Chem.ForwardSDMolSupplier(fh, removeHs=False)]
+
+
+def test_workers_give_the_serial_output_in_input_order(tmp_path):
+    src = _write_smi(tmp_path / "in.smi")
+    opts = EmbedOptions(n=3, seed=5)
+    serial = embed_file(src, tmp_path / "serial.sdf", opts, workers=1, progress=False)
+    parallel = embed_file(src, tmp_path / "par.sdf", opts, workers=2, progress=False)
+    assert (serial.ok, serial.failed) == (parallel.ok, parallel.failed) == (5, 1)
+    assert (tmp_path / "serial.sdf").read_bytes() == (tmp_path / "par.sdf").read_bytes()
+    names = [m.GetProp("_Name") for m in _records(tmp_path / "par.sdf")]
+    assert names == [n for _, n in SMILES if n != "broken" for _ in range(3)]
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatch):
+    src = _write_smi(tmp_path / "in.smi")
+    opts = EmbedOptions(n=2, seed=3, mmff=True)
+    full = tmp_path / "full.sdf.gz"
+    embed_file(src, full, opts, progress=False)
+
+    part = tmp_path / "part.sdf.gz"
+    real_work = batch._work
+
+    def dying(record, options):
+        if record.index == 4:
+            raise KeyboardInterrupt
+        return real_work(record, options)
+
+    monkeypatch.setattr(batch, "_CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(batch, "_work", dying)
+    with pytest.raises(KeyboardInterrupt):
+        embed_file(src, part, opts, progress=False)
+    state = json.loads((tmp_path / "part.sdf.gz.progress.json").read_text())
+    assert state["done"] == 4 and not state["complete"]
+    # a hard kill leaves bytes after the last checkpoint: resume must cut them off
+    with open(part, "ab") as fh:
+        fh.write(b"\x1f\x8b half a gzip member")
+    with open(tmp_path / "part.sdf.gz.errors.tsv", "a") as fh:
+        fh.write("junk\tafter the checkpoint\n")
+    monkeypatch.setattr(batch, "_work", real_work)
+    summary = embed_file(src, part, opts, resume=True, progress=False)
+    assert summary.resumed_from == 4 and summary.done == len(SMILES)
+    # a multi-member gzip: same molecules, same coordinates, same energies as one run
+    got, want = _records(part), _records(full)
+    assert [m.GetProp("_Name") for m in got] == [m.GetProp("_Name") for m in want]
+    for a, b in zip(got, want, strict=True):
+        assert np.allclose(a.GetConformer().GetPositions(), b.GetConformer().GetPositions())
+        assert a.GetDoubleProp("MMFF_ENERGY") == pytest.approx(b.GetDoubleProp("MMFF_ENERGY"))
+    errors = (tmp_path / "part.sdf.gz.errors.tsv").read_text().splitlines()
+    assert errors == ["broken\tInvalidInputError: invalid SMILES 'not_a_smiles'"]
+
+
+def test_resume_refuses_other_options(tmp_path):
+    src = _write_smi(tmp_path / "in.smi")
+    out = tmp_path / "o.sdf"
+    assert main(["embed", str(src), str(out), "-n", "2", "--progress", "off"]) == 1
+    code = main(["embed", str(src), str(out), "-n", "3", "--resume", "--progress", "off"])
+    assert code == 2
+
+
+def test_csv_and_sdf_inputs(tmp_path):
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text("id,SMILES\nm1,CCO\nm2,\nm3,c1ccncc1\n")
+    out = tmp_path / "c.sdf"
+    summary = embed_file(csv_path, out, EmbedOptions(n=2), progress=False)
+    assert (summary.ok, summary.failed) == (2, 1)
+    assert "m2\tInvalidInputError: empty SMILES" in (tmp_path / "c.sdf.errors.tsv").read_text()
+    # the SDF we wrote is a valid input: each record (a conformer) embedded again
+    again = embed_file(out, tmp_path / "d.sdf", EmbedOptions(n=1), progress=False)
+    assert again.ok == 4
+    recs = _records(tmp_path / "d.sdf")
+    assert [m.GetProp("_Name") for m in recs] == ["m1", "m1", "m3", "m3"]
+    assert all(m.GetNumAtoms() == Chem.AddHs(m).GetNumAtoms() for m in recs)  # H kept, not doubled

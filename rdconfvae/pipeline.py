@@ -1,0 +1,183 @@
+"""One molecule in, one picklable result out: the unit of work of every batch surface.
+
+The command line (``rdconfvae embed``), the DataFrame helpers
+(:mod:`rdconfvae.pandas`) and the Dask helpers (:mod:`rdconfvae.dask`) all embed
+molecules through :func:`embed_one`, so a molecule gets the same conformers
+whichever surface, process or partition handles it (the seed is per molecule,
+not per run position).
+
+A failure of one molecule (bad SMILES, unsupported element, timeout, ...) is a
+:class:`EmbedResult` with ``status == "failed"`` and the reason; it never raises,
+so a batch goes on. Faults of the installation (unreadable weights) do raise:
+every molecule would fail the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rdkit import Chem
+
+from rdconfvae.errors import InvalidInputError, RdConfVAEError, WeightsError
+
+__all__ = ["EmbedOptions", "EmbedResult", "embed_one", "to_mol", "conformer_records"]
+
+#: RDKit pickle flags that keep molecule, atom and conformer properties (name, energies).
+_PICKLE_PROPS = Chem.PropertyPickleOptions.AllProps
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """Options of :func:`rdconfvae.embed` for batch runs (picklable, hashable).
+
+    ``seed`` defaults to 0 here (reproducible batches); ``add_hs`` adds explicit
+    hydrogens (with coordinates when the input has a conformer) before embedding,
+    so the output carries complete 3D molecules.
+    """
+
+    n: int = 10
+    mmff: bool = False
+    seed: int = 0
+    prune_rms: float = -1.0
+    timeout: float | None = None
+    fallback: str = "etkdg"
+    num_threads: int = 1
+    add_hs: bool = True
+
+    def __post_init__(self) -> None:
+        if int(self.n) <= 0:
+            raise InvalidInputError(f"n must be positive, got {self.n}")
+        if self.fallback not in ("raise", "etkdg"):
+            raise InvalidInputError(f"fallback must be 'raise' or 'etkdg', got {self.fallback!r}")
+
+    def embed_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`rdconfvae.embed`."""
+        kw = asdict(self)
+        kw.pop("add_hs")
+        kw.pop("n")
+        return kw
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Outcome for one input molecule.
+
+    ``mol_binary`` is the molecule with its conformers as an RDKit binary pickle
+    (all properties kept: name, conformer energies, generator); ``None`` on failure.
+    """
+
+    index: int
+    name: str
+    status: str  # "ok" or "failed"
+    error: str = ""  # "ErrorType: message" when failed
+    mol_binary: bytes | None = field(default=None, repr=False)
+    n_conformers: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def mol(self) -> Chem.Mol | None:
+        """The embedded molecule (a new object on every access), or None on failure."""
+        return Chem.Mol(self.mol_binary) if self.mol_binary is not None else None
+
+    def sdf(self) -> str:
+        """SDF text, one record per conformer (see :func:`conformer_records`); '' on failure."""
+        mol = self.mol
+        return "" if mol is None else conformer_records(mol, self.name)
+
+
+def to_mol(item: Any) -> Chem.Mol:
+    """A ``Chem.Mol`` from a molecule, a SMILES string or an MDL mol block.
+
+    Raises:
+        InvalidInputError: None, empty or unparsable input, naming what was given.
+    """
+    if isinstance(item, Chem.Mol):
+        return Chem.Mol(item)
+    if item is None or (isinstance(item, float) and item != item):  # None or pandas NaN
+        raise InvalidInputError("missing molecule (None/NaN)")
+    if not isinstance(item, str):
+        raise InvalidInputError(f"expected a Chem.Mol or SMILES string, got {type(item).__name__}")
+    text = item.strip()
+    if not text:
+        raise InvalidInputError("empty SMILES")
+    if "\n" in text:
+        mol = Chem.MolFromMolBlock(item, removeHs=False)
+        if mol is None:
+            raise InvalidInputError("unparsable mol block")
+        return mol
+    mol = Chem.MolFromSmiles(text)
+    if mol is None:
+        raise InvalidInputError(f"invalid SMILES {text!r}")
+    return mol
+
+
+def embed_one(
+    item: Any, name: str = "", index: int = 0, options: EmbedOptions | None = None
+) -> EmbedResult:
+    """Embed one molecule (``Chem.Mol``, SMILES or mol block); never raises for its faults.
+
+    Raises:
+        WeightsError: the model cannot be loaded (every molecule would fail).
+    """
+    from rdconfvae.api import embed
+
+    opts = options or EmbedOptions()
+    start = time.perf_counter()
+    try:
+        mol = to_mol(item)
+        if not name and mol.HasProp("_Name"):
+            name = mol.GetProp("_Name")
+        if opts.add_hs:
+            mol = Chem.AddHs(mol, addCoords=mol.GetNumConformers() > 0)
+        ids = embed(mol, opts.n, **opts.embed_kwargs())
+        if name:
+            mol.SetProp("_Name", name)
+        return EmbedResult(
+            index=index,
+            name=name,
+            status="ok",
+            mol_binary=mol.ToBinary(_PICKLE_PROPS),
+            n_conformers=len(ids),
+            seconds=time.perf_counter() - start,
+        )
+    except WeightsError:
+        raise
+    except RdConfVAEError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 -- one molecule must not end a batch
+        error = f"{type(exc).__name__}: {exc}"
+    return EmbedResult(
+        index=index,
+        name=name,
+        status="failed",
+        error=error.replace("\t", " ").replace("\n", " "),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def conformer_records(mol: Chem.Mol, name: str = "") -> str:
+    """SDF text with one record per conformer.
+
+    Each record carries the molecule's name, ``conformer_id`` and the conformer's
+    own properties (``MMFF_ENERGY`` in kcal/mol, ``MMFF_CONVERGED``,
+    ``rdconfvae_generator``) as SD data fields.
+    """
+    buf = io.StringIO()
+    writer = Chem.SDWriter(buf)
+    work = Chem.Mol(mol)
+    if name:
+        work.SetProp("_Name", name)
+    for conf in mol.GetConformers():
+        for prop in conf.GetPropNames():
+            work.SetProp(prop, conf.GetProp(prop))
+        work.SetIntProp("conformer_id", conf.GetId())
+        writer.write(work, confId=conf.GetId())
+    writer.close()
+    return buf.getvalue()
