@@ -30,7 +30,8 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ from rdkit import Chem
 from rdkit.Chem import rdDistGeom, rdMolTransforms
 
 from rdconfvae import featurize as fz
-from rdconfvae import solver
+from rdconfvae import solver, workers
 from rdconfvae.errors import (
     EmbeddingFailedError,
     EmbeddingTimeoutError,
@@ -61,7 +62,8 @@ log = logging.getLogger(__name__)
 
 #: Conformer property naming the generator that made it: "rdconfvae" or "etkdg".
 GENERATOR_PROP = "rdconfvae_generator"
-#: Samples decoded per model call; fixed so results do not depend on threads.
+#: Most samples decoded and solved together (a chunk); chunks are fixed by the number
+#: of samples alone, so results do not depend on the number of worker processes.
 _CHUNK = 16
 #: Gap between fragments laid side by side, Angstrom.
 _FRAGMENT_GAP = 4.0
@@ -94,6 +96,12 @@ class _Clock:
     def __init__(self, timeout: float | None) -> None:
         self.deadline = time.monotonic() + timeout if timeout else math.inf
         self.timeout = timeout
+
+    def remaining(self) -> float | None:
+        """Seconds left (None: no timeout)."""
+        if math.isinf(self.deadline):
+            return None
+        return max(self.deadline - time.monotonic(), 0.0)
 
     def check(self, stage: str) -> None:
         if time.monotonic() > self.deadline:
@@ -230,6 +238,14 @@ def _sample_chunk(
     return x, ok
 
 
+def _chunks(k: int) -> list[int]:
+    """Sizes of the sample chunks for k samples: at most ``_CHUNK`` each, as even as possible.
+
+    Depends on k only, so the coordinates do not depend on the number of workers."""
+    m = max(1, math.ceil(k / _CHUNK))
+    return [k // m + (1 if i < k % m else 0) for i in range(m)]
+
+
 def _generate_fragment(
     model: LoadedModel,
     frag: _Fragment,
@@ -237,7 +253,7 @@ def _generate_fragment(
     seed: int,
     opts: EmbedParameters,
     clock: _Clock,
-    pool: ThreadPoolExecutor | None,
+    pool: ProcessPoolExecutor | None,
 ) -> np.ndarray:
     """Up to n stereo-correct heavy-atom conformers (k, N, 3) of one fragment."""
     graph = frag.graph
@@ -256,13 +272,40 @@ def _generate_fragment(
         k = need if round_no == 0 else int(math.ceil(need * 2)) + 2
         gen = torch.Generator().manual_seed((seed * 1_000_003 + round_no) % (2**63 - 1))
         eps = torch.randn(k, graph.num_atoms, model.latent, generator=gen)
-        chunks = list(torch.split(eps, _CHUNK))
-
-        def run(chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            clock.check("sampling")
-            return _sample_chunk(model, graph, geom, chunk, temperature, steps, enforce)
-
-        results = list(pool.map(run, chunks)) if pool is not None else [run(c) for c in chunks]
+        chunks = list(torch.split(eps, _chunks(k)))
+        if pool is not None and len(chunks) > 1:
+            graph_np, geom_np = workers.to_arrays(graph), workers.to_arrays(geom)
+            futures = [
+                pool.submit(
+                    workers.sample_chunk_task,
+                    str(model.path.parent),
+                    graph_np,
+                    geom_np,
+                    c.numpy(),
+                    temperature,
+                    steps,
+                    enforce,
+                    clock.deadline,
+                )
+                for c in chunks
+            ]
+            results = []
+            try:
+                for fut in futures:
+                    x_np, ok_np = fut.result(timeout=clock.remaining())
+                    results.append((torch.from_numpy(x_np), torch.from_numpy(ok_np)))
+            except FuturesTimeout:
+                raise EmbeddingTimeoutError(
+                    f"timeout of {clock.timeout} s reached during sampling"
+                ) from None
+            finally:
+                for fut in futures:
+                    fut.cancel()
+        else:
+            results = []
+            for c in chunks:
+                clock.check("sampling")
+                results.append(_sample_chunk(model, graph, geom, c, temperature, steps, enforce))
         for x, ok in results:
             good = x[ok]
             found.append(good[: max(n - have, 0)])
@@ -385,19 +428,15 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
         import os
 
         threads = os.cpu_count() or 1
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
-    try:
-        with _torch_threads(1):
-            per_frag = []
-            for f_no, frag in enumerate(frags):
-                if frag.graph is None:
-                    per_frag.append(np.zeros((n, 1, 3)))
-                    continue
-                xyz = _generate_fragment(model, frag, n, seed + 7919 * f_no, opts, clock, pool)
-                per_frag.append(xyz)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    pool = workers.get_pool(threads, model.path.parent) if threads > 1 else None
+    with _torch_threads(1):
+        per_frag = []
+        for f_no, frag in enumerate(frags):
+            if frag.graph is None:
+                per_frag.append(np.zeros((n, 1, 3)))
+                continue
+            xyz = _generate_fragment(model, frag, n, seed + 7919 * f_no, opts, clock, pool)
+            per_frag.append(xyz)
     count = min(len(x) for x in per_frag)
     if count == 0:
         raise EmbeddingFailedError(

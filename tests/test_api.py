@@ -10,6 +10,7 @@ from rdkit import Chem
 from rdkit.Chem import AllChem, rdMolAlign
 
 import rdconfvae
+from rdconfvae import api
 from rdconfvae import featurize as fz
 from rdconfvae.api import GENERATOR_PROP
 from rdconfvae.errors import (
@@ -137,13 +138,32 @@ def test_ids_clear_and_append():
 
 
 def test_same_seed_same_coordinates_any_thread_count():
-    a, b, c = _mol(IMATINIB), _mol(IMATINIB), _mol(IMATINIB)
-    rdconfvae.embed(a, n=20, seed=0, num_threads=1)
-    rdconfvae.embed(b, n=20, seed=0, num_threads=2)
-    rdconfvae.embed(c, n=20, seed=1, num_threads=1)
+    a, b, c, d = (_mol(IMATINIB) for _ in range(4))
+    rdconfvae.embed(a, n=40, seed=0, num_threads=1)
+    rdconfvae.embed(b, n=40, seed=0, num_threads=2)  # 3 chunks on 2 worker processes
+    rdconfvae.embed(c, n=40, seed=1, num_threads=1)
+    rdconfvae.embed(d, n=40, seed=0, num_threads=3)
     pos = lambda m: np.stack([x.GetPositions() for x in m.GetConformers()])  # noqa: E731
-    assert np.array_equal(pos(a), pos(b))
+    assert np.array_equal(pos(a), pos(b)) and np.array_equal(pos(a), pos(d))
     assert not np.allclose(pos(a), pos(c))
+
+
+def test_worker_processes_respect_the_timeout():
+    from rdconfvae.errors import EmbeddingTimeoutError
+
+    mol = _mol(IMATINIB)
+    rdconfvae.embed(mol, n=2, seed=0)
+    before = mol.GetConformer(0).GetPositions()
+    with pytest.raises(EmbeddingTimeoutError):
+        rdconfvae.embed(mol, n=200, seed=0, num_threads=2, timeout=0.05)
+    assert mol.GetNumConformers() == 2
+    assert np.array_equal(mol.GetConformer(0).GetPositions(), before)
+
+
+def test_chunks_depend_on_the_sample_count_only():
+    assert api._chunks(50) == [13, 13, 12, 12]
+    assert api._chunks(16) == [16] and api._chunks(17) == [9, 8]
+    assert all(sum(api._chunks(k)) == k and max(api._chunks(k)) <= 16 for k in range(1, 200))
 
 
 def test_random_seed_minus_one_differs():
