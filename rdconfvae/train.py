@@ -272,11 +272,13 @@ def dense_pairs(values: torch.Tensor, batch: Batch, fill: float) -> torch.Tensor
 
 
 def batch_loss(
-    model: ConfVAE, batch: Batch, preset: Preset, generator: torch.Generator
+    model: torch.nn.Module, batch: Batch, preset: Preset, eps: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    eps = torch.randn(batch.atom_feat.shape[0], model.latent, generator=generator).to(
-        batch.atom_feat.device
-    )
+    """Loss of one batch (means over its molecules) and its parts as floats.
+
+    ``model`` is a :class:`ConfVAE` or its DistributedDataParallel wrapper;
+    ``eps`` (N_atoms, latent) is the standard-normal noise of the posterior sample.
+    """
     mu, log_sigma, kl_prior, kl_post = model(
         batch.atom_feat,
         batch.pair_feat,
@@ -324,6 +326,72 @@ def batch_loss(
         "nll": float(nll.detach()),
         "kl": float(kl_mean.detach()),
     }
+
+
+
+def _unwrap(model: torch.nn.Module) -> ConfVAE:
+    return model.module if hasattr(model, "module") else model  # DistributedDataParallel
+
+
+def train_step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    examples: list[Example],
+    preset: Preset,
+    generator: torch.Generator,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+) -> dict[str, float]:
+    """One optimisation step on the global batch ``examples``.
+
+    With ``world`` processes (DistributedDataParallel), this rank takes
+    ``examples[rank::world]``. Every rank draws the noise of the whole global batch
+    from the same generator state and keeps its own molecules' rows, and scales its
+    loss by its share of the batch, so the averaged gradient, the step and the
+    reported loss are those of one process on the whole batch (up to float rounding).
+    Needs ``len(examples) >= world``. Returns the global loss parts.
+    """
+    sizes = [ex.graph.num_atoms for ex in examples]
+    eps_all = torch.randn(sum(sizes), _unwrap(model).latent, generator=generator)
+    mine = list(range(rank, len(examples), world))
+    if world > 1:
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        eps = torch.cat([eps_all[starts[i] : starts[i + 1]] for i in mine])
+    else:
+        eps = eps_all
+    batch = collate([examples[i] for i in mine]).to(device)
+    loss, parts = batch_loss(model, batch, preset, eps.to(device))
+    share = len(mine) / len(examples)
+    opt.zero_grad()
+    (loss * share * world).backward()  # DDP averages over ranks: sum_r share_r * grad_r
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    opt.step()
+    if world > 1:
+        import torch.distributed as dist
+
+        keys = sorted(parts)
+        vec = torch.tensor([parts[k] * share for k in keys], dtype=torch.float64)
+        dist.all_reduce(vec)
+        parts = dict(zip(keys, vec.tolist(), strict=True))
+    return parts
+
+
+def _dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _any_rank(flag: bool, world: int) -> bool:
+    """True on every rank when ``flag`` is true on any (stop decisions must agree)."""
+    if world == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 @torch.no_grad()
@@ -405,10 +473,28 @@ def train(
     stopped). SIGTERM / SIGINT stop training cleanly: checkpoint, then export.
     """
     preset = Preset(**{**asdict(PRESETS[preset_name]), **(overrides or {})})
+    rank, world, local_rank = _dist_env()
+    own_group = False
     if threads:
         torch.set_num_threads(threads)
+    elif world > 1 and device == "cpu":
+        # processes share the cores: one torch thread each unless told otherwise
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     torch.manual_seed(preset.seed)
     random.seed(preset.seed)
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.startswith("cuda"):
+            device = f"cuda:{local_rank}"
+            torch.cuda.set_device(local_rank)
+        own_group = not dist.is_initialized()
+        if own_group:
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if preset.batch_size < world:
+            raise DataError(f"batch size {preset.batch_size} is smaller than {world} processes")
+        if rank != 0:
+            log.setLevel(logging.WARNING)
     dev = torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -439,6 +525,15 @@ def train(
         config[key] = getattr(preset, key)
     model = ConfVAE(config).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=preset.lr, weight_decay=preset.weight_decay)
+    net: torch.nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # same seed on every rank gives the same initial weights; DDP checks and
+        # broadcasts them from rank 0 anyway
+        ids = [local_rank] if dev.type == "cuda" else None
+        # the last encoder layer's pair update feeds nothing: unused parameters
+        net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
     gen = torch.Generator().manual_seed(preset.seed)
     state = {
@@ -466,6 +561,8 @@ def train(
         now = time.time()
         state["elapsed_s"] += now - clock["last"]
         clock["last"] = now
+        if rank != 0:  # every rank keeps the same state; rank 0 writes it
+            return
         tmp = path.with_suffix(".tmp")
         torch.save(
             {
@@ -511,28 +608,27 @@ def train(
         batches = [
             order[i : i + preset.batch_size] for i in range(0, len(order), preset.batch_size)
         ]
+        if world > 1:  # every rank needs at least one molecule of each batch
+            batches = [b for b in batches if len(b) >= world]
         bar = tqdm(
             total=len(batches),
             initial=state["position"],
             desc=f"epoch {state['epoch'] + 1}/{preset.max_epochs}",
-            disable=None,
+            disable=None if rank == 0 else True,
             dynamic_ncols=True,
         )
         running: dict[str, float] = {}
         for bi in range(state["position"], len(batches)):
-            batch = collate([train_ex[i] for i in batches[bi]]).to(dev)
-            loss, parts = batch_loss(model, batch, preset, gen)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
+            parts = train_step(
+                net, opt, [train_ex[i] for i in batches[bi]], preset, gen, dev, rank, world
+            )
             state["step"] += 1
             state["position"] = bi + 1
             for k, v in parts.items():
                 running[k] = 0.98 * running.get(k, v) + 0.02 * v
             bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
             bar.update(1)
-            if bar.disable and state["step"] % 100 == 0:  # no terminal: log instead
+            if bar.disable and rank == 0 and state["step"] % 100 == 0:  # no terminal: log
                 log.info(
                     "epoch %d step %d/%d %s",
                     state["epoch"] + 1,
@@ -543,17 +639,25 @@ def train(
             if time.time() - last_ckpt > preset.checkpoint_minutes * 60:
                 save(ckpt_path)
                 last_ckpt = time.time()
-            if time.time() > deadline or stop["requested"]:
+            if _any_rank(time.time() > deadline or stop["requested"], world):
                 stopped_early = True
                 break
-            if budget_spent():
+            if _any_rank(budget_spent(), world):
                 break
         bar.close()
         if stopped_early:
             save(ckpt_path)
             log.info("time budget reached: checkpoint saved; continue with --resume")
             break
-        metrics = validate(model, val_ex, preset.val_samples, dev, seed=preset.seed)
+        metrics = {}
+        if rank == 0:
+            metrics = validate(model, val_ex, preset.val_samples, dev, seed=preset.seed)
+        if world > 1:  # rank 0 validates; every rank takes the same decisions from it
+            import torch.distributed as dist
+
+            shared = [metrics]
+            dist.broadcast_object_list(shared, src=0)
+            metrics = shared[0]
         state["epoch"] += 1
         state["position"] = 0
         metrics.update(
@@ -575,11 +679,11 @@ def train(
             state["bad_epochs"] += 1
         save(ckpt_path)
         last_ckpt = time.time()
-        if time.time() > deadline:
+        if _any_rank(time.time() > deadline, world):
             stopped_early = True
             log.info("time budget reached after epoch %d; continue with --resume", state["epoch"])
             break
-        if budget_spent():
+        if _any_rank(budget_spent(), world):
             log.info(
                 "training budget of %.1f h spent after epoch %d",
                 preset.budget_hours,
@@ -602,7 +706,12 @@ def train(
         "data_hash": _data_hash(train_ex + val_ex),
         "wall_time_s": state["elapsed_s"],
     }
-    if export_dir is not None and (out / "best.ckpt").exists():
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0's checkpoints are on disk before anyone reads or exits
+        result["world_size"] = world
+    if export_dir is not None and rank == 0 and (out / "best.ckpt").exists():
         from rdconfvae.export import export_checkpoint
 
         best = torch.load(out / "best.ckpt", map_location="cpu", weights_only=True)
@@ -629,6 +738,10 @@ def train(
             validation=val,
         )
         result["exported_to"] = str(export_dir)
+    if own_group:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return result
 
 
