@@ -407,6 +407,19 @@ def _hydrogen_map(mol: Chem.Mol, heavy_idx: list[int], full: Chem.Mol) -> dict[i
 # ------------------------------------------------------------------------------ core
 
 
+def _stereo_broken(frags: list[_Fragment], heavy_xyz: np.ndarray) -> np.ndarray:
+    """(count,) True where a conformer violates a declared centre or E/Z bond of any fragment."""
+    bad = np.zeros(len(heavy_xyz), dtype=bool)
+    for frag in frags:
+        g = frag.graph
+        if g is None or (g.chiral_idx.shape[0] == 0 and g.dbl_idx.shape[0] == 0):
+            continue
+        x = torch.tensor(heavy_xyz[:, list(frag.atoms)], dtype=torch.float32)
+        wc, wd = solver.stereo_violations(x, g.chiral_idx, g.chiral_sign, g.dbl_idx, g.dbl_cis)
+        bad |= ((wc + wd) > 0).numpy()
+    return bad
+
+
 def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
     """Generate and attach; raises on any failure with ``mol`` untouched."""
     _validate_mol(mol)
@@ -429,26 +442,30 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
 
         threads = os.cpu_count() or 1
     pool = workers.get_pool(threads, model.path.parent) if threads > 1 else None
-    with _torch_threads(1):
-        per_frag = []
-        for f_no, frag in enumerate(frags):
-            if frag.graph is None:
-                per_frag.append(np.zeros((n, 1, 3)))
-                continue
-            xyz = _generate_fragment(model, frag, n, seed + 7919 * f_no, opts, clock, pool)
-            per_frag.append(xyz)
-    count = min(len(x) for x in per_frag)
-    if count == 0:
-        raise EmbeddingFailedError(
-            f"no conformer with the declared stereo after {opts.maxAttempts} sampling rounds"
-        )
-    coords = _layout_fragments(heavy, frags, per_frag, count)
-
     has_h = heavy.GetNumAtoms() != work.GetNumAtoms()
-    heavy_confs = _heavy_with_confs(heavy, coords)
-    energies: list[float | None] = [None] * count
-    converged: list[bool | None] = [None] * count
-    if has_h or mmff:
+    warned = {"mmff": False}
+
+    def make(k: int, seed_k: int) -> tuple[np.ndarray, np.ndarray, list, list]:
+        """Up to k conformers: all-atom and heavy-atom coordinates, MMFF energies, convergence."""
+        with _torch_threads(1):
+            per_frag = []
+            for f_no, frag in enumerate(frags):
+                if frag.graph is None:
+                    per_frag.append(np.zeros((k, 1, 3)))
+                    continue
+                xyz = _generate_fragment(model, frag, k, seed_k + 7919 * f_no, opts, clock, pool)
+                per_frag.append(xyz)
+        count = min(len(x) for x in per_frag)
+        if count == 0:
+            raise EmbeddingFailedError(
+                f"no conformer with the declared stereo after {opts.maxAttempts} sampling rounds"
+            )
+        coords = _layout_fragments(heavy, frags, per_frag, count)
+        heavy_confs = _heavy_with_confs(heavy, coords)
+        energies: list[float | None] = [None] * count
+        converged: list[bool | None] = [None] * count
+        if not (has_h or mmff):
+            return coords, coords, energies, converged
         full = Chem.AddHs(heavy_confs, addCoords=True)
         if mmff:
             clock.check("MMFF")
@@ -460,11 +477,13 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
             )
             clock.check("MMFF")
             if res is None:
-                warnings.warn(
-                    "MMFF94s cannot type this molecule: conformers are returned unminimised",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                if not warned["mmff"]:
+                    warnings.warn(
+                        "MMFF94s cannot type this molecule: conformers are returned unminimised",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+                    warned["mmff"] = True
             else:
                 energies = [r.energy for r in res]
                 converged = [r.converged for r in res]
@@ -475,16 +494,45 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
             all_xyz = full_xyz[:, [mapping[i] for i in range(work.GetNumAtoms())]]
         else:
             all_xyz = heavy_xyz
-    else:
-        all_xyz = coords
-        heavy_xyz = coords
+        return all_xyz, heavy_xyz, energies, converged
+
+    all_xyz, heavy_xyz, energies, converged = make(n, seed)
+    if mmff and bool(opts.enforceChirality):
+        # MMFF can push a centre through the plane when it starts from a rough geometry
+        # (measured: 3.4 % of raw model conformers): drop those and sample replacements
+        parts = []
+        have = 0
+        batch = (all_xyz, heavy_xyz, energies, converged)
+        for attempt in range(max(1, int(opts.maxAttempts or 1)) + 1):
+            if attempt > 0:
+                missing = n - have
+                if missing <= 0:
+                    break
+                batch = make(2 * missing + 2, seed + 104_729 * attempt)
+            good = np.flatnonzero(~_stereo_broken(frags, batch[1]))[: n - have]
+            parts.append(
+                [batch[0][good], batch[1][good]] + [[batch[j][i] for i in good] for j in (2, 3)]
+            )
+            have += len(good)
+        if have == 0:
+            raise EmbeddingFailedError("every conformer changed its stereo during MMFF")
+        all_xyz = np.concatenate([p[0] for p in parts])
+        heavy_xyz = np.concatenate([p[1] for p in parts])
+        energies = [e for p in parts for e in p[2]]
+        converged = [c for p in parts for c in p[3]]
+    count = len(all_xyz)
 
     keep = list(range(count))
     if opts.pruneRmsThresh is not None and float(opts.pruneRmsThresh) > 0 and count > 1:
         clock.check("pruning")
-        rms = superposed_rmsd(heavy_xyz, heavy_xyz, symmetry_matches(heavy, heavy))
-        order = sorted(range(count), key=lambda i: energies[i]) if energies[0] is not None else None
-        keep = prune_indices(rms, float(opts.pruneRmsThresh), order)
+        sub = heavy_xyz[keep]
+        rms = superposed_rmsd(sub, sub, symmetry_matches(heavy, heavy))
+        order = (
+            sorted(range(len(keep)), key=lambda i: energies[keep[i]])
+            if energies[0] is not None
+            else None
+        )
+        keep = [keep[i] for i in prune_indices(rms, float(opts.pruneRmsThresh), order)]
 
     # success: now, and only now, touch the caller's molecule
     return _attach(
@@ -595,7 +643,9 @@ def embed(
 
     Args:
         mol: an RDKit molecule, with or without explicit hydrogens (see module doc).
-        n: number of conformers (> 0). Fewer are returned only after pruning.
+        n: number of conformers (> 0). Fewer are returned only after pruning. With
+            ``mmff=True`` a conformer whose stereo the minimisation changed is replaced by
+            a new sample (``maxAttempts`` rounds), never returned.
         mmff: minimise each conformer with MMFF94s to convergence (distance-dependent
             dielectric eps = 4r by default, see ``params.dielectric``); the energy
             (kcal/mol) is stored as conformer property ``MMFF_ENERGY``.

@@ -295,3 +295,15 @@ def test_failure_keeps_existing_conformers(monkeypatch):
     # the drop-in returns an empty list on embedding failure, molecule unchanged
     assert rdconfvae.EmbedMultipleConfs(mol, 5, timeout=1e-9, clearConfs=False) == []
     assert _same(before, _snapshot(mol))
+
+
+def test_conformers_whose_stereo_mmff_changed_are_dropped():
+    mol = _mol("C[C@H](N)C(=O)O")  # L-alanine
+    heavy, _ = fz.heavy_atom_mol(Chem.RemoveHs(mol))
+    frags = api._fragments(heavy)
+    rdconfvae.embed(mol, n=4, seed=0, mmff=True)
+    xyz = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    heavy_xyz = xyz[:, [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]]
+    assert not api._stereo_broken(frags, heavy_xyz).any()
+    mirrored = heavy_xyz * np.array([-1.0, 1.0, 1.0])
+    assert api._stereo_broken(frags, mirrored).all()

@@ -94,6 +94,8 @@ def test_validity_command(tmp_path):
     _, res = read(tmp_path)
     s = res["summary"]["methods"]["etkdg"]
     assert s["n_checked"] == 2 and 0.0 <= s["share_pass"] <= 1.0
+    assert res["info"]["energy_references"] <= 1  # one reference ensemble per molecule
+    assert s["eval_cpu_s"] > 0.0 and "internal_energy" in s["per_check_share"]
 
 
 def fake_records(n_rots: list[int]) -> list[bench.Record]:

@@ -182,3 +182,100 @@ def test_posebusters_checks():
     assert [r["conf_id"] for r in res] == [1]
     assert res[0]["pass_all"] and res[0]["stereo"]
     assert {"bond_lengths", "internal_steric_clash", "internal_energy"} <= set(res[0]["checks"])
+
+
+def _move(mol: Chem.Mol, conf_id: int, atoms: list[int], shift: np.ndarray) -> None:
+    conf = mol.GetConformer(conf_id)
+    xyz = conf.GetPositions()
+    xyz[atoms] += shift
+    conf.SetPositions(xyz)
+
+
+def _with_broken_conformers(mol: Chem.Mol) -> dict[str, int]:
+    """Adds copies of conformer 0, each broken one way; returns {kind: conformer id}."""
+    base = Chem.Conformer(mol.GetConformer(0))
+    xyz = base.GetPositions()
+    kinds = {}
+
+    def add(kind: str) -> int:
+        kinds[kind] = mol.AddConformer(Chem.Conformer(base), assignId=True)
+        return kinds[kind]
+
+    # a terminal heavy atom (with its hydrogens) pulled away: that bond becomes 3.0 A
+    atom = next(
+        a
+        for a in mol.GetAtoms()
+        if a.GetAtomicNum() == 6 and a.GetDegree() - a.GetTotalNumHs(includeNeighbors=True) == 1
+    )
+    nbr = next(n for n in atom.GetNeighbors() if n.GetAtomicNum() > 1)
+    axis = xyz[atom.GetIdx()] - xyz[nbr.GetIdx()]
+    length = np.linalg.norm(axis)
+    group = [atom.GetIdx()] + [n.GetIdx() for n in atom.GetNeighbors() if n.GetAtomicNum() == 1]
+    _move(mol, add("stretched"), group, axis / length * (3.0 - length))
+    # the mirror image: every stereo element inverted, geometry otherwise perfect
+    conf = mol.GetConformer(add("mirrored"))
+    conf.SetPositions(xyz * np.array([-1.0, 1.0, 1.0]))
+    # an aromatic ring puckered like a chair: atoms 0.4 A above and below its plane in turn
+    # (both sides: PoseBusters takes the largest signed distance along an SVD normal whose
+    # sign is arbitrary, so one atom pushed out of plane can go unnoticed)
+    rings = mol.GetRingInfo().AtomRings()
+    ring = next((r for r in rings if mol.GetAtomWithIdx(r[0]).GetIsAromatic()), None)
+    if ring is not None:
+        pts = xyz[list(ring)] - xyz[list(ring)].mean(axis=0)
+        normal = np.linalg.svd(pts)[2][-1]
+        cid = add("bent_ring")
+        for k, idx in enumerate(ring):
+            _move(mol, cid, [idx], 0.4 * (-1) ** k * normal)
+    return kinds
+
+
+@pytest.mark.parametrize(
+    "smiles", [DRUGS["nitro_chiral"], "C/C=C/[C@H]1CCC[C@@H](O)C1"], ids=["nitro", "ring"]
+)
+def test_posebusters_checks_agree_with_posebusters(smiles):
+    # Expected pass/fail: PoseBusters' own PoseBusters(config="mol").bust on one-conformer
+    # copies (conformer id 0), the slow path the fast checks replace.
+    pytest.importorskip("posebusters")
+    from posebusters import PoseBusters
+
+    mol = embed(smiles, 2, seed=11)
+    kinds = _with_broken_conformers(mol)
+    ids = [c.GetId() for c in mol.GetConformers()]
+    # num_threads=0 as PoseBusters' default: both share its cached reference energies
+    fast = {r["conf_id"]: r for r in metrics.posebusters_checks(mol, num_threads=0)}
+    singles = []
+    for cid in ids:
+        single = Chem.Mol(mol)
+        single.RemoveAllConformers()
+        conf = Chem.Conformer(mol.GetConformer(cid))
+        conf.SetId(0)
+        single.AddConformer(conf)
+        singles.append(single)
+    table = PoseBusters(config="mol").bust(singles, None, None, full_report=False)
+    assert len(table.columns) == 12
+    for cid, (_, row) in zip(ids, table.iterrows(), strict=True):
+        want = {str(k): metrics._truthy(v) for k, v in row.items()}
+        assert fast[cid]["checks"] == want, cid
+    for cid in (0, 1):
+        assert fast[cid]["pass_all"] and fast[cid]["stereo"] and fast[cid]["inchi_matches_input"]
+    stretched = fast[kinds["stretched"]]
+    assert not stretched["checks"]["bond_lengths"] and stretched["stereo"]
+    mirrored = fast[kinds["mirrored"]]
+    assert mirrored["pass_all"] and not mirrored["stereo"]  # only the stereo check sees it
+    # its InChI is the enantiomer's: the input's reference ensemble is used (PoseBusters
+    # embeds the enantiomer; same outcome, compared above)
+    assert not mirrored["inchi_matches_input"]
+    if "bent_ring" in kinds:
+        assert not fast[kinds["bent_ring"]]["checks"]["aromatic_ring_flatness"]
+
+
+def test_energy_reference_once_per_molecule():
+    pytest.importorskip("posebusters")
+    first = embed(DRUGS["ibuprofen"], 2, seed=21)
+    metrics.posebusters_checks(first)
+    misses = metrics._reference_energy.cache_info().misses
+    again = embed(DRUGS["ibuprofen"], 4, seed=22)  # other conformers, same molecule
+    res = metrics.posebusters_checks(again)
+    assert all(r["stereo"] for r in res)
+    assert metrics._reference_energy.cache_info().misses == misses  # no new ensemble
+    assert all(0.0 < r["energy_ratio"] < 100.0 and r["checks"]["internal_energy"] for r in res)
