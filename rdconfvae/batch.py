@@ -44,6 +44,7 @@ __all__ = [
     "ordered_map",
     "embed_file",
     "BatchSummary",
+    "write_json_atomic",
 ]
 
 #: Checkpoint cadence of the resumable output.
@@ -155,13 +156,15 @@ def ordered_map(
     workers: int,
     *args: Any,
     window: int | None = None,
+    initializer: Callable[..., None] = _init_worker,
+    initargs: tuple[Any, ...] = (),
 ) -> Iterator[Any]:
     """``fn(item, *args)`` for every item, in input order, on ``workers`` processes.
 
     At most ``window`` (default ``4 x workers``) items are in flight, so memory does
     not grow with the input. ``workers <= 1`` runs in this process. Worker processes
-    are started with the ``spawn`` method (no inherited threads or locks) and load
-    the model once each.
+    are started with the ``spawn`` method (no inherited threads or locks) and run
+    ``initializer(*initargs)`` first (default: one torch thread, model loaded once).
     """
     if workers <= 1:
         for item in items:
@@ -169,7 +172,9 @@ def ordered_map(
         return
     window = window or 4 * workers
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=initializer, initargs=initargs
+    ) as pool:
         pending: deque[Future[Any]] = deque()
         for item in items:
             pending.append(pool.submit(fn, item, *args))
@@ -241,9 +246,14 @@ def _progress_path(out: Path) -> Path:
     return out.with_name(out.name + ".progress.json")
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temporary file, sync it, and rename it over ``path`` (never half written)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -332,7 +342,7 @@ def embed_file(
     last = time.monotonic()
 
     def save(complete: bool) -> None:
-        _write_json_atomic(prog_path, {**identity, **state, "complete": complete})
+        write_json_atomic(prog_path, {**identity, **state, "complete": complete})
 
     records = (r for r in read_molecules(src) if r.index >= already)
     bar = tqdm(total=total, initial=already, unit="mol", disable=not show, dynamic_ncols=True)

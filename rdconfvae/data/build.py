@@ -30,14 +30,11 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import platform
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
@@ -51,7 +48,8 @@ from rdkit.Chem.EnumerateStereoisomers import (
 )
 from rdkit.rdBase import BlockLogs
 
-from rdconfvae import metrics
+from rdconfvae import batch, metrics
+from rdconfvae.batch import write_json_atomic
 from rdconfvae.data.readers import HARTREE_TO_KCAL, boltzmann_weights, read_sdf_ensembles
 from rdconfvae.data.records import ALLOWED_ELEMENTS, MolRecord
 from rdconfvae.errors import (
@@ -687,28 +685,13 @@ def _init_worker(parent: int) -> None:
 
 
 def ordered_map(
-    fn: Callable[..., Any], items: Iterable[Any], workers: int, *args: Any, window: int = 0
+    fn: Callable[..., Any], items: Iterable[Any], workers: int, *args: Any
 ) -> Iterator[Any]:
-    """``fn(item, *args)`` for each item, in input order, on ``workers`` spawned processes.
-
-    At most ``window`` (default ``4 x workers``) items are in flight, so memory stays
-    constant on long inputs. ``workers <= 1`` runs in this process.
-    """
-    if workers <= 1:
-        for item in items:
-            yield fn(item, *args)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
-    ) as pool:
-        pending: deque[Future[Any]] = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item, *args))
-            if len(pending) >= (window or 4 * workers):
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    """:func:`rdconfvae.batch.ordered_map` with the builder's worker start-up: RDKit quiet,
+    no model loaded, the worker ends with its parent."""
+    return batch.ordered_map(
+        fn, items, workers, *args, initializer=_init_worker, initargs=(os.getpid(),)
+    )
 
 
 # --------------------------------------------------------------------------- the file job
@@ -716,16 +699,6 @@ def ordered_map(
 
 def _side_path(out: Path, suffix: str) -> Path:
     return out.with_name(out.name + suffix)
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
@@ -943,7 +916,7 @@ def build_file(
         t0 = time.perf_counter()
 
         def save(complete: bool) -> None:
-            _write_json_atomic(prog_path, {**identity, **state, "complete": complete})
+            write_json_atomic(prog_path, {**identity, **state, "complete": complete})
 
         def selection() -> Iterator[Any]:
             k = 0  # position within the shard
@@ -1017,7 +990,7 @@ def build_file(
             complete,
         )
         manifest["counts"]["repeated_names_last_sitting"] = n_dup_names
-        _write_json_atomic(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest)
     return manifest
 
 
