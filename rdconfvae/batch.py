@@ -134,9 +134,14 @@ def count_records(path: str | Path) -> int:
 # ---------------------------------------------------------------------- parallel map
 
 
-def _init_worker() -> None:
-    """Worker start-up: one torch thread (the processes are the parallelism), model loaded once."""
+def _init_worker(parent: int) -> None:
+    """Worker start-up: one torch thread (the processes are the parallelism), model loaded
+    once; the worker ends when ``parent`` does (see :func:`rdconfvae.workers.exit_with_parent`)."""
     import torch
+
+    from rdconfvae.workers import exit_with_parent
+
+    exit_with_parent(parent)
 
     torch.set_num_threads(1)
     from rdconfvae.modelstore import load_model
@@ -156,7 +161,7 @@ def ordered_map(
     workers: int,
     *args: Any,
     window: int | None = None,
-    initializer: Callable[..., None] = _init_worker,
+    initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
 ) -> Iterator[Any]:
     """``fn(item, *args)`` for every item, in input order, on ``workers`` processes.
@@ -164,13 +169,16 @@ def ordered_map(
     At most ``window`` (default ``4 x workers``) items are in flight, so memory does
     not grow with the input. ``workers <= 1`` runs in this process. Worker processes
     are started with the ``spawn`` method (no inherited threads or locks) and run
-    ``initializer(*initargs)`` first (default: one torch thread, model loaded once).
+    ``initializer(*initargs)`` first (default: one torch thread, model loaded once, exit
+    with this process).
     """
     if workers <= 1:
         for item in items:
             yield fn(item, *args)
         return
     window = window or 4 * workers
+    if initializer is None:
+        initializer, initargs = _init_worker, (os.getpid(),)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=initializer, initargs=initargs
@@ -188,45 +196,72 @@ def ordered_map(
 
 
 class ResumableOutput:
-    """SDF output + error TSV that can be cut back to the last checkpoint and appended to."""
+    """SDF output + error TSV that can be cut back to the last checkpoint and appended to.
 
-    def __init__(self, out: Path, errors: Path, out_offset: int = 0, err_offset: int = 0) -> None:
+    Used by the embedding CLI and the ensemble builder. A ``.gz`` output gets one gzip
+    member per checkpoint interval (closed by :meth:`checkpoint`), so a checkpoint is
+    always at a member boundary; multi-member gzip is standard gzip. A file shorter than
+    its checkpoint (changed after the interrupted run) raises ``error`` (default
+    :class:`InvalidInputError`).
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        errors: Path,
+        out_offset: int = 0,
+        err_offset: int = 0,
+        *,
+        error: type[Exception] = InvalidInputError,
+    ) -> None:
         self.out_path, self.err_path = out, errors
         self.gz = out.name.lower().endswith(".gz")
+        self._error = error
         self._out = self._open_at(out, out_offset)
-        self._err = self._open_at(errors, err_offset)
+        try:
+            self._err = self._open_at(errors, err_offset)
+        except Exception:
+            self._out.close()
+            raise
         self._segment: gzip.GzipFile | None = None
 
-    @staticmethod
-    def _open_at(path: Path, offset: int) -> IO[bytes]:
+    def _open_at(self, path: Path, offset: int) -> IO[bytes]:
         if offset == 0:
             return open(path, "wb")
         fh = open(path, "r+b")
         size = fh.seek(0, os.SEEK_END)
         if size < offset:
             fh.close()
-            raise InvalidInputError(
+            raise self._error(
                 f"cannot resume: {path} is shorter ({size} bytes) than its checkpoint "
                 f"({offset} bytes); it was modified since the interrupted run"
             )
-        fh.truncate(offset)
+        fh.truncate(offset)  # drop whatever was written after the checkpoint
         fh.seek(offset)
         return fh
 
+    def write_record(self, text: str) -> None:
+        """Append SDF text (one or more complete records)."""
+        data = text.encode("utf-8")
+        if self.gz:
+            if self._segment is None:
+                self._segment = gzip.GzipFile(filename="", fileobj=self._out, mode="wb", mtime=0)
+            self._segment.write(data)
+        else:
+            self._out.write(data)
+
+    def write_error(self, name: str, error: str) -> None:
+        """Append one ``name<TAB>error`` line (whitespace in either folded to spaces)."""
+        self._err.write(f"{' '.join(name.split())}\t{' '.join(error.split())}\n".encode())
+
     def write(self, result: EmbedResult) -> None:
         if result.ok:
-            data = result.sdf().encode()
-            if self.gz:
-                if self._segment is None:
-                    self._segment = gzip.GzipFile(fileobj=self._out, mode="wb", mtime=0)
-                self._segment.write(data)
-            else:
-                self._out.write(data)
+            self.write_record(result.sdf())
         else:
-            self._err.write(f"{result.name}\t{result.error}\n".encode())
+            self.write_error(result.name, result.error)
 
     def checkpoint(self) -> tuple[int, int]:
-        """Flush everything; return the byte lengths of the output and error files."""
+        """Flush everything to disk; return the byte lengths of the output and error files."""
         if self._segment is not None:
             self._segment.close()  # writes the member trailer, leaves the file open
             self._segment = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["get_pool", "shutdown", "sample_chunk_task"]
+__all__ = ["get_pool", "shutdown", "sample_chunk_task", "exit_with_parent"]
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
@@ -42,11 +43,29 @@ def _start_method() -> str:
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
-def _init_worker(weights: str) -> None:
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def exit_with_parent(parent: int) -> None:
+    """In a worker process: end it within about a second of its parent's death.
+
+    A parent killed by SIGKILL cannot shut its pool down, and the workers would
+    otherwise wait on the task queue forever. Call from a pool initializer with the
+    parent's ``os.getpid()``.
+    """
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _init_worker(weights: str, parent: int) -> None:
     import torch
 
     from rdconfvae import modelstore
 
+    exit_with_parent(parent)
     modelstore._lock = threading.Lock()  # a forked copy of a held lock would never be released
     torch.set_num_threads(1)
     modelstore.load_model(Path(weights))
@@ -68,7 +87,7 @@ def get_pool(workers: int, weights: Path) -> ProcessPoolExecutor | None:
             _pool.shutdown(wait=True, cancel_futures=True)
         ctx = multiprocessing.get_context(_start_method())
         _pool = ProcessPoolExecutor(
-            key[0], mp_context=ctx, initializer=_init_worker, initargs=(key[1],)
+            key[0], mp_context=ctx, initializer=_init_worker, initargs=(key[1], os.getpid())
         )
         _pool_key = key
         return _pool

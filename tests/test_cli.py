@@ -6,6 +6,8 @@ import gzip
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +141,47 @@ def test_csv_and_sdf_inputs(tmp_path):
     recs = _records(tmp_path / "d.sdf")
     assert [m.GetProp("_Name") for m in recs] == ["m1", "m1", "m3", "m3"]
     assert all(m.GetNumAtoms() == Chem.AddHs(m).GetNumAtoms() for m in recs)  # H kept, not doubled
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            kids.append(int(status.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its entry waits to be reaped
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_exit_when_the_cli_is_killed(tmp_path):
+    src = tmp_path / "many.smi"
+    src.write_text("".join(f"{s} m{i}\n" for i in range(100) for s, _ in SMILES[:1]))
+    cmd = [sys.executable, "-m", "rdconfvae", "embed", str(src), str(tmp_path / "o.sdf")]
+    proc = subprocess.Popen([*cmd, "-n", "20", "--workers", "2", "--progress", "off"])
+    try:
+        deadline = time.monotonic() + 90
+        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        kids = _children(proc.pid)
+        assert len(kids) >= 2, "the CLI did not start its worker processes"
+        time.sleep(2.0)  # let the workers get busy
+    finally:
+        proc.kill()  # SIGKILL: no chance to shut the pool down
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(k) for k in kids), "worker processes outlived the killed CLI"

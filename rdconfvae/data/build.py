@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from rdkit import Chem, rdBase
@@ -662,26 +662,18 @@ def build_one(item: Any, name: str, index: int, options: BuildOptions) -> Molecu
 # --------------------------------------------------------------------------- parallel map
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Poll the parent process id; end this worker when the parent is gone (killed)."""
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-
 def _init_worker(parent: int) -> None:
     """Worker start-up: RDKit and per-conformer warnings quiet (they are counted instead);
     the worker ends when its parent dies (a SIGKILLed run would otherwise leave idle workers
     waiting on the task queue forever)."""
-    import threading
-
     from rdkit import RDLogger
+
+    from rdconfvae.workers import exit_with_parent
 
     RDLogger.DisableLog("rdApp.*")
     logging.getLogger("rdconfvae.refine").setLevel(logging.ERROR)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    exit_with_parent(parent)
 
 
 def ordered_map(
@@ -715,60 +707,6 @@ def _parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise InvalidInputError(f"shard i/n needs n >= 1 and 0 <= i < n, got {i}/{n}")
     return i, n
-
-
-class _Sink:
-    """The SDF and error files, appended to and cut back to a checkpoint on resume.
-
-    A ``.gz`` output gets one gzip member per molecule (closed before each checkpoint), so a
-    checkpoint is always at a member boundary; multi-member gzip is standard gzip.
-    """
-
-    def __init__(self, out: Path, errors: Path, out_offset: int, err_offset: int) -> None:
-        self.gz = out.name.lower().endswith(".gz")
-        self._out = self._open_at(out, out_offset)
-        self._err = self._open_at(errors, err_offset)
-
-    @staticmethod
-    def _open_at(path: Path, offset: int) -> IO[bytes]:
-        if offset == 0:
-            return open(path, "wb")
-        fh = open(path, "r+b")
-        size = fh.seek(0, os.SEEK_END)
-        if size < offset:
-            fh.close()
-            raise DataError(
-                f"cannot resume: {path} is shorter ({size} bytes) than at its checkpoint "
-                f"({offset} bytes); it was changed after the interrupted run"
-            )
-        fh.truncate(offset)  # drop whatever was written after the checkpoint
-        fh.seek(offset)
-        return fh
-
-    def write(self, result: MoleculeResult) -> None:
-        if result.ok:
-            data = result.sdf.encode("utf-8")
-            if self.gz:
-                import gzip
-
-                with gzip.GzipFile(filename="", mode="wb", fileobj=self._out, mtime=0) as gz:
-                    gz.write(data)
-            else:
-                self._out.write(data)
-        else:
-            name = " ".join(result.name.split())
-            self._err.write(f"{name}\t{result.error}\n".encode())
-
-    def checkpoint(self) -> tuple[int, int]:
-        """Flush both files to disk; return their lengths in bytes."""
-        for fh in (self._out, self._err):
-            fh.flush()
-            os.fsync(fh.fileno())
-        return self._out.tell(), self._err.tell()
-
-    def close(self) -> None:
-        self._out.close()
-        self._err.close()
 
 
 @contextlib.contextmanager
@@ -929,7 +867,9 @@ def build_file(
                     yield rec
                 k += 1
 
-        sink = _Sink(out, errors, state["out_offset"], state["err_offset"])
+        sink = batch.ResumableOutput(
+            out, errors, state["out_offset"], state["err_offset"], error=DataError
+        )
         if already == 0:
             state["out_offset"], state["err_offset"] = sink.checkpoint()
             save(False)
@@ -945,7 +885,10 @@ def build_file(
         n_dup_names = 0  # in this sitting
         try:
             for result in ordered_map(_work, selection(), workers, options):
-                sink.write(result)
+                if result.ok:
+                    sink.write_record(result.sdf)
+                else:
+                    sink.write_error(result.name, result.error)
                 state["done"] += 1
                 state["cpu_s"] += result.cpu_s
                 if result.ok:
