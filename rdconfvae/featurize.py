@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.Chem import rdDepictor
+from rdkit.Chem import rdCoordGen, rdDepictor
 
 from rdconfvae.errors import InvalidInputError, MoleculeTooLargeError, UnsupportedMoleculeError
 
@@ -255,18 +255,17 @@ def _stereo_double_bonds(mol: Chem.Mol) -> list[tuple[int, int, int, int, float]
     if not bonds:
         return []
     depict = Chem.Mol(mol)
+    # RDKit's own depiction first, CoordGen when it fails. Both are chosen per call: the
+    # global SetPreferCoordGen switch is never touched (another thread may be depicting).
     try:
-        rdDepictor.Compute2DCoords(depict)
+        rdDepictor.Compute2DCoords(depict, forceRDKit=True)
     except RuntimeError:
-        try:  # RDKit's own depiction when CoordGen fails, and vice versa
-            rdDepictor.SetPreferCoordGen(not rdDepictor.GetPreferCoordGen())
-            rdDepictor.Compute2DCoords(depict)
+        try:
+            rdCoordGen.AddCoords(depict)
         except RuntimeError as exc:
             raise UnsupportedMoleculeError(
                 f"cannot lay out the stereo double bonds in 2D to read cis/trans ({exc})"
             ) from exc
-        finally:
-            rdDepictor.SetPreferCoordGen(not rdDepictor.GetPreferCoordGen())
     pos = depict.GetConformer().GetPositions()[:, :2]
     out = []
     for bond in bonds:

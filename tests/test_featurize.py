@@ -37,6 +37,20 @@ def test_cis_trans_pairs_from_declared_double_bond_stereo():
     assert float(z.dbl_cis[0]) == 1.0
 
 
+def test_cis_trans_reading_ignores_and_keeps_the_global_depiction_setting():
+    from rdkit.Chem import rdDepictor
+
+    before = rdDepictor.GetPreferCoordGen()
+    try:
+        for prefer in (True, False):
+            rdDepictor.SetPreferCoordGen(prefer)
+            g = _graph("OC(=O)/C=C/c1ccccc1")  # trans-cinnamic acid
+            assert rdDepictor.GetPreferCoordGen() is prefer
+            assert g.dbl_cis.tolist() == [-1.0]  # carboxyl C and ring C are trans
+    finally:
+        rdDepictor.SetPreferCoordGen(before)
+
+
 def test_chiral_centres_listed_with_their_sign():
     l_ala = _graph("N[C@@H](C)C(=O)O")
     d_ala = _graph("N[C@H](C)C(=O)O")
