@@ -23,7 +23,8 @@ Methods (``--methods``, comma-separated):
   stochastic macrocycle sampler). The exact settings go into the report.
 * ``rdconfvae``: ``rdconfvae.embed(mol, n=n, seed=seed)``.
 * ``<method>+mmff``: the method's conformers, then :func:`rdconfvae.refine.mmff_minimize`
-  (MMFF94s, eps = 4r) for every generator alike. The base method's conformers of the same
+  (MMFF94s, eps = 4r) for every generator alike; ``<method>+mmffgas`` the same in the gas
+  phase (eps = 1), to compare the dielectrics. The base method's conformers of the same
   molecule are reused when the base method is also run (same seed, same coordinates) and its
   CPU time is added.
 
@@ -49,6 +50,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rdkit import Chem, RDLogger
@@ -74,6 +76,17 @@ log = logging.getLogger(__name__)
 TASKS = ("platinum", "ensembles", "validity", "threads")
 BASE_METHODS = ("rdconfvae", "etkdg", "conforge")
 DEFAULT_METHODS = "rdconfvae,rdconfvae+mmff,etkdg,etkdg+mmff,conforge"
+#: Refinement suffixes: keyword arguments of :func:`rdconfvae.refine.mmff_minimize`.
+REFINERS: dict[str, dict[str, Any]] = {
+    "mmff": {},  # the package default: MMFF94s, distance-dependent dielectric eps = 4r
+    "mmffgas": {"dielectric": "constant", "dielectric_constant": 1.0},
+}
+
+
+def split_method(method: str) -> tuple[str, str | None]:
+    """``"etkdg+mmff"`` -> ``("etkdg", "mmff")``; ``"etkdg"`` -> ``("etkdg", None)``."""
+    base, _, refine = method.partition("+")
+    return base, (refine or None)
 _SHARED = Path("..") / "shared" / "data"
 DEFAULT_DATA = {
     "platinum": _SHARED / "platinum" / "platinum_public.sdf.gz",
@@ -382,11 +395,11 @@ def _parse_methods(text: str) -> list[str]:
     if not methods:
         raise ValueError("no method given")
     for m in methods:
-        base = m.removesuffix("+mmff")
-        if base not in BASE_METHODS:
+        base, refine = split_method(m)
+        if base not in BASE_METHODS or (refine is not None and refine not in REFINERS):
             raise ValueError(
                 f"unknown method {m!r}; choose from {', '.join(BASE_METHODS)} "
-                "(optionally with +mmff)"
+                f"(optionally with +{' or +'.join(REFINERS)})"
             )
     if len(set(methods)) != len(methods):
         raise ValueError("a method is listed twice")
@@ -407,7 +420,7 @@ class _Runner:
         self.generators: dict[str, Callable[..., str | None]] = {}
         self.setup_errors: dict[str, str] = {}
         self.conforge: _Conforge | None = None
-        for base in dict.fromkeys(m.removesuffix("+mmff") for m in methods):
+        for base in dict.fromkeys(split_method(m)[0] for m in methods):
             if base == "etkdg":
                 self.generators[base] = _run_etkdg
             elif base == "rdconfvae":
@@ -444,11 +457,11 @@ class _Runner:
         out: dict[str, MethodRun] = {}
         bases: dict[str, MethodRun] = {}
         for method in self.methods:
-            base = method.removesuffix("+mmff")
+            base, refine = split_method(method)
             if base not in bases:
                 bases[base] = self._base(base, mol, n, seed)
             run = bases[base]
-            if method == base:
+            if refine is None:
                 out[method] = run
                 continue
             if run.mol is None:
@@ -457,7 +470,7 @@ class _Runner:
             work = Chem.Mol(run.mol)
             t0 = time.process_time()
             try:
-                res = mmff_minimize(work)
+                res = mmff_minimize(work, **REFINERS[refine])
             except Exception as exc:  # noqa: BLE001
                 out[method] = MethodRun(
                     None, run.cpu_s + time.process_time() - t0, 0, error=f"MMFF: {_short(exc)}"
@@ -724,7 +737,8 @@ def write_report(path: Path, task: str, summary: dict, info: dict) -> None:
         "- CPU time: `time.process_time()` around each generator call, one thread, methods "
         "interleaved per molecule after one untimed warm-up call each; `+mmff` = base "
         "conformers (reused from the same run) + `rdconfvae.refine.mmff_minimize` "
-        "(MMFF94s, distance-dependent dielectric 4r, up to 5000 iterations), both timed",
+        "(MMFF94s, distance-dependent dielectric 4r, up to 5000 iterations; `+mmffgas`: "
+        "constant dielectric 1, gas phase), both timed",
         "- RMSD: heavy atoms, symmetry-aware, optimal superposition without reflection "
         "(`rdMolAlign.GetBestRMS` semantics, `rdconfvae.metrics`)",
         f"- versions: {', '.join(f'{k} {v}' for k, v in info['versions'].items())}",
@@ -993,7 +1007,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         default=DEFAULT_METHODS,
         help=f"comma-separated, from {', '.join(BASE_METHODS)}, each optionally "
-        f"+mmff (default: {DEFAULT_METHODS})",
+        f"+mmff (eps = 4r) or +mmffgas (eps = 1) (default: {DEFAULT_METHODS})",
     )
     p.add_argument(
         "-n",

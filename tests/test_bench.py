@@ -73,6 +73,29 @@ def test_missing_generator_is_a_recorded_failure(tmp_path, monkeypatch):
     assert "rdconfvae.embed is not available" in report
 
 
+def test_refinement_suffixes():
+    assert bench.split_method("etkdg+mmffgas") == ("etkdg", "mmffgas")
+    assert bench.split_method("rdconfvae") == ("rdconfvae", None)
+    assert bench._parse_methods("etkdg,etkdg+mmff,etkdg+mmffgas") == [
+        "etkdg", "etkdg+mmff", "etkdg+mmffgas"
+    ]
+    with pytest.raises(ValueError, match="optionally with"):
+        bench._parse_methods("etkdg+uff")
+
+
+@needs_platinum
+def test_both_dielectrics_refine_the_same_base_conformers(tmp_path):
+    methods = ["etkdg", "etkdg+mmff", "etkdg+mmffgas"]
+    argv = ["platinum", "--data", str(PLATINUM), "--methods", ",".join(methods), "-n", "3",
+            "--limit", "1", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert bench.main(argv) == 0
+    report, res = read(tmp_path)
+    entries = res["molecules"][0]["methods"]
+    assert all(entries[m]["ok"] and entries[m]["n_confs"] == 3 for m in methods)
+    assert entries["etkdg+mmff"]["min_rmsd"] != entries["etkdg+mmffgas"]["min_rmsd"]
+    assert "| etkdg+mmffgas |" in report and "gas phase" in report
+
+
 @pytest.mark.skipif(not DFT.exists(), reason="shared DFT ensembles absent")
 def test_ensembles_command(tmp_path):
     argv = ["ensembles", "--data", str(DFT), "--methods", "etkdg", "--limit", "2",
