@@ -325,20 +325,22 @@ def write_results(results: Iterable[EmbedResult], path: str | Path) -> tuple[int
     One SDF record per conformer (title = name, or ``mol<index + 1>`` when unnamed),
     failures as ``name<TAB>reason`` lines.
     """
-    import gzip
+    from rdconfvae.batch import ResumableOutput
 
     path = Path(path)
-    opener = gzip.open if path.name.endswith(".gz") else open
+    out = ResumableOutput(path, path.with_name(path.name + ".errors.tsv"))
     n_ok = n_fail = 0
-    with opener(path, "wt") as fh, open(path.with_name(path.name + ".errors.tsv"), "w") as err:
+    try:
         for r in results:
             name = r.name or f"mol{r.index + 1}"
             if r.ok:
-                fh.write(conformer_records(r.mol, name))
+                out.write_record(conformer_records(r.mol, name))
                 n_ok += 1
             else:
-                err.write(f"{name}\t{r.error}\n")
+                out.write_error(name, r.error)
                 n_fail += 1
+    finally:
+        out.close()
     return n_ok, n_fail
 
 
@@ -372,13 +374,9 @@ def embed_dataframe(
     ``mol_col`` may hold mol blocks or ``Chem.Mol`` objects (see :func:`embed_bag` on
     pickled properties).
     """
-    from rdconfvae.pandas import ROWS, _sdf_frame
+    from rdconfvae.pandas import ROWS, _sdf_frame, _source_column
 
-    if (smiles_col is None) == (mol_col is None):
-        raise TypeError("give exactly one of smiles_col= or mol_col=")
-    col = smiles_col if smiles_col is not None else mol_col
-    if col not in ddf.columns:
-        raise KeyError(f"no column {col!r} in the frame (columns: {list(ddf.columns)})")
+    col = _source_column(ddf, smiles_col, mol_col)
     if rows not in ROWS:
         raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
     EmbedOptions(n=n, **embed_options)  # validate here, not on a worker
