@@ -22,6 +22,9 @@ Methods (``--methods``, comma-separated):
   except for molecules with a ring of 12 or more atoms, which get CONFORGE's AUTO mode (its
   stochastic macrocycle sampler). The exact settings go into the report.
 * ``rdconfvae``: ``rdconfvae.embed(mol, n=n, seed=seed)``.
+* ``rdconfvae-mmff``: ``rdconfvae.embed(mol, n=n, seed=seed, mmff=True)``, the package's own
+  refined path: the same MMFF as ``+mmff``, then conformers whose declared stereo MMFF changed
+  are replaced by new samples (what users of ``mmff=True`` get; ``+mmff`` keeps them).
 * ``<method>+mmff``: the method's conformers, then :func:`rdconfvae.refine.mmff_minimize`
   (MMFF94s, eps = 4r) for every generator alike; ``<method>+mmffgas`` the same in the gas
   phase (eps = 1), to compare the dielectrics. The base method's conformers of the same
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import gzip
 import importlib.metadata
 import json
@@ -74,7 +78,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TASKS = ("platinum", "ensembles", "validity", "threads")
-BASE_METHODS = ("rdconfvae", "etkdg", "conforge")
+BASE_METHODS = ("rdconfvae", "rdconfvae-mmff", "etkdg", "conforge")
 DEFAULT_METHODS = "rdconfvae,rdconfvae+mmff,etkdg,etkdg+mmff,conforge"
 #: Refinement suffixes: keyword arguments of :func:`rdconfvae.refine.mmff_minimize`.
 REFINERS: dict[str, dict[str, Any]] = {
@@ -364,12 +368,14 @@ class _Conforge:
         return None
 
 
-def _run_rdconfvae(mol: Chem.Mol, n: int, seed: int, timeout: float | None) -> str | None:
+def _run_rdconfvae(
+    mol: Chem.Mol, n: int, seed: int, timeout: float | None, mmff: bool = False
+) -> str | None:
     try:
         from rdconfvae import embed
     except ImportError as exc:
         raise MethodError(f"rdconfvae.embed is not available: {exc}") from exc
-    kwargs = {"n": int(n), "seed": int(seed)}
+    kwargs: dict[str, Any] = {"n": int(n), "seed": int(seed), "mmff": mmff}
     if timeout:
         kwargs["timeout"] = float(timeout)
     ids = embed(mol, **kwargs)
@@ -425,6 +431,8 @@ class _Runner:
                 self.generators[base] = _run_etkdg
             elif base == "rdconfvae":
                 self.generators[base] = _run_rdconfvae
+            elif base == "rdconfvae-mmff":
+                self.generators[base] = functools.partial(_run_rdconfvae, mmff=True)
             elif base == "conforge":
                 try:
                     self.conforge = _Conforge(timeout)

@@ -84,6 +84,18 @@ def test_refinement_suffixes():
 
 
 @needs_platinum
+def test_embed_with_mmff_is_a_method(tmp_path):
+    argv = ["platinum", "--data", str(PLATINUM), "--methods", "rdconfvae,rdconfvae-mmff",
+            "-n", "3", "--limit", "1", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert bench.main(argv) == 0
+    _, res = read(tmp_path)
+    entries = res["molecules"][0]["methods"]
+    assert entries["rdconfvae-mmff"]["ok"] and entries["rdconfvae-mmff"]["n_confs"] == 3
+    # embed's own MMFF costs time on top of the same sampling
+    assert entries["rdconfvae-mmff"]["cpu_s"] > entries["rdconfvae"]["cpu_s"]
+
+
+@needs_platinum
 def test_both_dielectrics_refine_the_same_base_conformers(tmp_path):
     methods = ["etkdg", "etkdg+mmff", "etkdg+mmffgas"]
     argv = ["platinum", "--data", str(PLATINUM), "--methods", ",".join(methods), "-n", "3",
