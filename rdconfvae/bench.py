@@ -85,12 +85,6 @@ REFINERS: dict[str, dict[str, Any]] = {
     "mmff": {},  # the package default: MMFF94s, distance-dependent dielectric eps = 4r
     "mmffgas": {"dielectric": "constant", "dielectric_constant": 1.0},
 }
-
-
-def split_method(method: str) -> tuple[str, str | None]:
-    """``"etkdg+mmff"`` -> ``("etkdg", "mmff")``; ``"etkdg"`` -> ``("etkdg", None)``."""
-    base, _, refine = method.partition("+")
-    return base, (refine or None)
 _SHARED = Path("..") / "shared" / "data"
 DEFAULT_DATA = {
     "platinum": _SHARED / "platinum" / "platinum_public.sdf.gz",
@@ -107,6 +101,12 @@ ROT_BINS = ((0, 2), (3, 4), (5, 6), (7, 9), (10, 10_000))
 SAMPLE_SEED = 0
 #: Ring size from which CONFORGE runs in AUTO mode (its macrocycle handling).
 MACROCYCLE_RING_SIZE = 12
+
+
+def split_method(method: str) -> tuple[str, str | None]:
+    """``"etkdg+mmff"`` -> ``("etkdg", "mmff")``; ``"etkdg"`` -> ``("etkdg", None)``."""
+    base, _, refine = method.partition("+")
+    return base, (refine or None)
 
 
 # --------------------------------------------------------------------------- data

@@ -885,17 +885,15 @@ def build_file(
         n_dup_names = 0  # in this sitting
         try:
             for result in ordered_map(_work, selection(), workers, options):
-                if result.ok:
-                    sink.write_record(result.sdf)
-                else:
-                    sink.write_error(result.name, result.error)
                 state["done"] += 1
                 state["cpu_s"] += result.cpu_s
                 if result.ok:
+                    sink.write_record(result.sdf)
                     state["ok"] += 1
                     for key, value in result.stats.items():
                         state["stats"][key] = state["stats"].get(key, 0) + int(value)
                 else:
+                    sink.write_error(result.name, result.error)
                     state["failed"] += 1
                     kind = result.error.split(":", 1)[0]
                     state["failures_by_kind"][kind] = state["failures_by_kind"].get(kind, 0) + 1
