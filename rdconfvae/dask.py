@@ -374,11 +374,10 @@ def embed_dataframe(
     ``mol_col`` may hold mol blocks or ``Chem.Mol`` objects (see :func:`embed_bag` on
     pickled properties).
     """
-    from rdconfvae.pandas import ROWS, _sdf_frame, _source_column
+    from rdconfvae.pandas import _check_rows, _sdf_frame, _source_column
 
     col = _source_column(ddf, smiles_col, mol_col)
-    if rows not in ROWS:
-        raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
+    _check_rows(rows)
     EmbedOptions(n=n, **embed_options)  # validate here, not on a worker
     kwargs = {"n": n, "rows": rows, "name_col": name_col, "sdf_col": sdf_col,
               "embed_options": embed_options}

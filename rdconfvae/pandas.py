@@ -67,20 +67,31 @@ def _options(n: int, embed_options: dict[str, Any]) -> EmbedOptions:
     return EmbedOptions(n=n, **embed_options)
 
 
+def _require_column(df: Any, col: str) -> None:
+    """KeyError naming ``col`` and the frame's columns (pandas or Dask frame)."""
+    if col not in df.columns:
+        raise KeyError(f"no column {col!r} in the frame (columns: {list(df.columns)})")
+
+
+def _check_rows(rows: str) -> None:
+    """Checked before any molecule is embedded."""
+    if rows not in ROWS:
+        raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
+
+
 def _source_column(df: pd.DataFrame, smiles_col: str | None, mol_col: str | None) -> str:
     if (smiles_col is None) == (mol_col is None):
         raise TypeError("give exactly one of smiles_col= or mol_col=")
     col = smiles_col if smiles_col is not None else mol_col
-    if col not in df.columns:
-        raise KeyError(f"no column {col!r} in the frame (columns: {list(df.columns)})")
+    _require_column(df, col)
     return col
 
 
 def _embed_column(
     df: pd.DataFrame, col: str, name_col: str | None, options: EmbedOptions
 ) -> list[EmbedResult]:
-    if name_col is not None and name_col not in df.columns:
-        raise KeyError(f"no column {name_col!r} in the frame (columns: {list(df.columns)})")
+    if name_col is not None:
+        _require_column(df, name_col)
     items = df[col].tolist()
     names = df[name_col].tolist() if name_col is not None else [""] * len(items)
     results = []
@@ -121,8 +132,6 @@ def _assemble(
     """The output frame: input columns, the molecule column, result columns."""
     import pandas as pd
 
-    if rows not in ROWS:
-        raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
     if rows == "molecule":
         out = df.copy()
         out[mol_out] = pd.Series([r.mol for r in results], index=df.index, dtype=object)
@@ -215,8 +224,7 @@ def embed_frame(
         WeightsError: the model cannot be loaded (every molecule would fail).
     """
     col = _source_column(df, smiles_col, mol_col)
-    if rows not in ROWS:
-        raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
+    _check_rows(rows)
     options = _options(n, embed_options)
     results = _embed_column(df, col, name_col, options)
     out = _assemble(df, results, rows, mol_out)
@@ -241,10 +249,8 @@ def _sdf_frame(
     """
     import pandas as pd
 
-    if rows not in ROWS:
-        raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
-    if col not in df.columns:
-        raise KeyError(f"no column {col!r} in the frame (columns: {list(df.columns)})")
+    _check_rows(rows)
+    _require_column(df, col)
     options = _options(n, embed_options)
     results = _embed_column(df, col, name_col, options)
     tmp = "__rdconfvae_mol__"
