@@ -21,7 +21,10 @@ Methods (``--methods``, comma-separated):
   0.5 A RMSD diversity threshold) with at most ``n`` output conformers; systematic sampling,
   except for molecules with a ring of 12 or more atoms, which get CONFORGE's AUTO mode (its
   stochastic macrocycle sampler). The exact settings go into the report.
-* ``rdconfvae``: ``rdconfvae.embed(mol, n=n, seed=seed)``.
+* ``rdconfvae``: ``rdconfvae.embed(mol, n=n, seed=seed)`` (the default output: model
+  conformers with the short MMFF polish).
+* ``rdconfvae-raw``: the same with ``polishIters=0``: the model's conformers as decoded and
+  solved, no force field at all.
 * ``rdconfvae-mmff``: ``rdconfvae.embed(mol, n=n, seed=seed, mmff=True)``, the package's own
   refined path: the same MMFF as ``+mmff``, then conformers whose declared stereo MMFF changed
   are replaced by new samples (what users of ``mmff=True`` get; ``+mmff`` keeps them).
@@ -78,7 +81,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TASKS = ("platinum", "ensembles", "validity", "threads")
-BASE_METHODS = ("rdconfvae", "rdconfvae-mmff", "etkdg", "conforge")
+BASE_METHODS = ("rdconfvae", "rdconfvae-raw", "rdconfvae-mmff", "etkdg", "conforge")
 DEFAULT_METHODS = "rdconfvae,rdconfvae+mmff,etkdg,etkdg+mmff,conforge"
 #: Refinement suffixes: keyword arguments of :func:`rdconfvae.refine.mmff_minimize`.
 REFINERS: dict[str, dict[str, Any]] = {
@@ -369,13 +372,21 @@ class _Conforge:
 
 
 def _run_rdconfvae(
-    mol: Chem.Mol, n: int, seed: int, timeout: float | None, mmff: bool = False
+    mol: Chem.Mol,
+    n: int,
+    seed: int,
+    timeout: float | None,
+    mmff: bool = False,
+    polish: int | None = None,
 ) -> str | None:
+    """``polish``: ``polishIters`` (None: the package default)."""
     try:
-        from rdconfvae import embed
+        from rdconfvae import EmbedParameters, embed
     except ImportError as exc:
         raise MethodError(f"rdconfvae.embed is not available: {exc}") from exc
     kwargs: dict[str, Any] = {"n": int(n), "seed": int(seed), "mmff": mmff}
+    if polish is not None:
+        kwargs["params"] = EmbedParameters(polishIters=int(polish))
     if timeout:
         kwargs["timeout"] = float(timeout)
     ids = embed(mol, **kwargs)
@@ -433,6 +444,8 @@ class _Runner:
                 self.generators[base] = _run_rdconfvae
             elif base == "rdconfvae-mmff":
                 self.generators[base] = functools.partial(_run_rdconfvae, mmff=True)
+            elif base == "rdconfvae-raw":
+                self.generators[base] = functools.partial(_run_rdconfvae, polish=0)
             elif base == "conforge":
                 try:
                     self.conforge = _Conforge(timeout)

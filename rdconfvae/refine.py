@@ -16,8 +16,16 @@ from typing import Literal
 
 from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers
+from rdkit.ForceField import rdForceField
 
-__all__ = ["MinimizeResult", "Dielectric", "mmff_minimize", "ENERGY_PROP", "CONVERGED_PROP"]
+__all__ = [
+    "MinimizeResult",
+    "Dielectric",
+    "mmff_minimize",
+    "mmff_polish",
+    "ENERGY_PROP",
+    "CONVERGED_PROP",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,63 @@ class MinimizeResult:
     conf_id: int
     energy: float
     converged: bool
+
+
+def _properties(
+    mol: Chem.Mol, variant: str, dielectric: Dielectric, dielectric_constant: float
+) -> rdForceField.MMFFMolProperties | None:
+    """MMFF typing with the chosen dielectric, or ``None`` when MMFF cannot type ``mol``."""
+    if dielectric not in ("distance", "constant"):
+        raise ValueError(f"dielectric must be 'distance' or 'constant', got {dielectric!r}")
+    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant)
+    if props is None or not rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
+        return None
+    props.SetMMFFDielectricModel(_DIEL_DISTANCE if dielectric == "distance" else _DIEL_CONSTANT)
+    props.SetMMFFDielectricConstant(float(dielectric_constant))
+    return props
+
+
+def mmff_polish(
+    mol: Chem.Mol,
+    max_iters: int,
+    *,
+    variant: str = "MMFF94s",
+    num_threads: int = 1,
+) -> bool:
+    """A short minimisation of every conformer of ``mol`` on MMFF's bonded terms, in place.
+
+    Not a minimisation to convergence (that is :func:`mmff_minimize`): the first
+    ``max_iters`` optimiser steps on bond stretch, angle bend, stretch-bend,
+    out-of-plane and torsion terms, which straighten bond lengths, angles and
+    planar groups and settle torsions into their wells. The non-bonded terms are
+    left out: the model's distances already keep atoms apart, and van der Waals
+    is most of the cost of an MMFF step (measured: a third). No energy is stored
+    (a partial energy is no basis for ranking). One force field serves all
+    conformers, so the result does not depend on ``num_threads``.
+
+    Args:
+        mol: molecule with explicit H and at least one conformer; changed in place.
+        max_iters: optimiser iterations per conformer (> 0).
+        variant, num_threads: as :func:`mmff_minimize`.
+
+    Returns:
+        ``False`` when MMFF cannot type the molecule (coordinates left untouched).
+    """
+    if max_iters <= 0:
+        raise ValueError(f"max_iters must be positive, got {max_iters}")
+    props = _properties(mol, variant, "distance", 4.0)
+    if props is None:
+        return False
+    if mol.GetNumConformers() == 0:
+        return True
+    props.SetMMFFVdWTerm(False)
+    props.SetMMFFEleTerm(False)
+    conf_id = mol.GetConformers()[0].GetId()
+    ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props, confId=conf_id)
+    rdForceFieldHelpers.OptimizeMoleculeConfs(
+        mol, ff, numThreads=num_threads, maxIters=int(max_iters)
+    )
+    return True
 
 
 def mmff_minimize(
@@ -73,19 +138,12 @@ def mmff_minimize(
         One :class:`MinimizeResult` per conformer, or ``None`` when MMFF cannot
         type the molecule (coordinates are then left untouched).
     """
-    if dielectric not in ("distance", "constant"):
-        raise ValueError(f"dielectric must be 'distance' or 'constant', got {dielectric!r}")
     if mol.GetNumConformers() == 0:
         return []
     ids = [c.GetId() for c in mol.GetConformers()] if conf_ids is None else list(conf_ids)
-    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant)
-    if props is None or not rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
+    props = _properties(mol, variant, dielectric, dielectric_constant)
+    if props is None:
         return None
-    if dielectric == "distance":
-        props.SetMMFFDielectricModel(_DIEL_DISTANCE)
-    else:
-        props.SetMMFFDielectricModel(_DIEL_CONSTANT)
-    props.SetMMFFDielectricConstant(float(dielectric_constant))
 
     results: list[MinimizeResult] = []
     if conf_ids is None and num_threads != 1:

@@ -43,33 +43,116 @@ def _same(a, b) -> bool:
 # ------------------------------------------------------------------------- chemistry
 
 
-def test_bond_lengths_match_mmff_and_no_clashes():
-    """Raw conformers: every heavy-atom bond within 0.1 A of the MMFF-minimised
-    conformer, no non-bonded heavy-atom pair (3+ bonds apart) closer than 0.9 A...
-    and in fact not closer than 2.0 A."""
-    mol = _mol(IMATINIB)
-    ids = rdconfvae.embed(mol, n=10, seed=1)
-    assert ids == list(range(10))
+def _bond_deviations(mol: Chem.Mol, ids: list[int]) -> tuple[np.ndarray, float]:
+    """|d - d_MMFF| of every heavy-atom bond of every conformer (A), against the same
+    conformer minimised with MMFF94s, and the closest heavy-atom pair 3+ bonds apart."""
     minimised = Chem.Mol(mol)
     mmff_minimize(minimised)
     topo = Chem.GetDistanceMatrix(mol)
     heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
-    worst_bond, closest = 0.0, np.inf
+    bonds = [
+        (b.GetBeginAtomIdx(), b.GetEndAtomIdx())
+        for b in mol.GetBonds()
+        if b.GetBeginAtom().GetAtomicNum() > 1 and b.GetEndAtom().GetAtomicNum() > 1
+    ]
+    i, j = np.array(bonds).T
+    dev, closest = [], np.inf
     for cid in ids:
-        raw = mol.GetConformer(cid).GetPositions()
+        x = mol.GetConformer(cid).GetPositions()
         ref = minimised.GetConformer(cid).GetPositions()
-        for b in mol.GetBonds():
-            i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
-            if i in heavy and j in heavy:
-                d_raw = np.linalg.norm(raw[i] - raw[j])
-                d_ref = np.linalg.norm(ref[i] - ref[j])
-                worst_bond = max(worst_bond, abs(d_raw - d_ref))
-        h = raw[heavy]
+        dev.append(
+            np.abs(np.linalg.norm(x[i] - x[j], axis=-1) - np.linalg.norm(ref[i] - ref[j], axis=-1))
+        )
+        h = x[heavy]
         d = np.linalg.norm(h[:, None] - h[None], axis=-1)
-        far = topo[np.ix_(heavy, heavy)] >= 3
-        closest = min(closest, d[far].min())
-    assert worst_bond < 0.1
+        closest = min(closest, d[topo[np.ix_(heavy, heavy)] >= 3].min())
+    return np.concatenate(dev), float(closest)
+
+
+@pytest.mark.parametrize("polish", [0, None], ids=["raw-model", "default-polish"])
+def test_bond_lengths_match_mmff_and_no_clashes(polish):
+    """Every heavy-atom bond within 0.1 A of the MMFF-minimised conformer, no
+    non-bonded heavy-atom pair (3+ bonds apart) closer than 0.9 A: for the model's
+    raw conformers (``polishIters=0``) and for the default (polished) output."""
+    mol = _mol(IMATINIB)
+    params = None if polish is None else rdconfvae.EmbedParameters(polishIters=polish)
+    ids = rdconfvae.embed(mol, n=10, seed=1, params=params)
+    assert ids == list(range(10))
+    dev, closest = _bond_deviations(mol, ids)
+    assert dev.max() < 0.1
     assert closest > 0.9
+
+
+def _ring_flatness_and_angles(mol: Chem.Mol) -> tuple[float, float]:
+    """Mean out-of-plane spread of aromatic rings (A, smallest singular value of the
+    centred ring coordinates) and the worst heavy-atom bond-angle deviation (deg) from
+    the same conformers minimised with MMFF94s, over all conformers."""
+    minimised = Chem.Mol(mol)
+    mmff_minimize(minimised)
+    rings = [r for r in mol.GetRingInfo().AtomRings() if mol.GetAtomWithIdx(r[0]).GetIsAromatic()]
+    angles = [
+        (n1.GetIdx(), a.GetIdx(), n2.GetIdx())
+        for a in mol.GetAtoms()
+        for n1 in a.GetNeighbors()
+        for n2 in a.GetNeighbors()
+        if min(a.GetAtomicNum(), n1.GetAtomicNum(), n2.GetAtomicNum()) > 1
+        and n1.GetIdx() < n2.GetIdx()
+    ]  # fmt: skip
+    i, j, k = np.array(angles).T
+
+    def degrees(x: np.ndarray) -> np.ndarray:
+        u, v = x[i] - x[j], x[k] - x[j]
+        cos = (u * v).sum(-1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1)
+        return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+    spread, worst = [], 0.0
+    for conf in mol.GetConformers():
+        x = conf.GetPositions()
+        ref = minimised.GetConformer(conf.GetId()).GetPositions()
+        worst = max(worst, float(np.abs(degrees(x) - degrees(ref)).max()))
+        for r in rings:
+            ring = x[list(r)] - x[list(r)].mean(0)
+            spread.append(np.linalg.svd(ring, compute_uv=False)[-1])
+    return float(np.mean(spread)), worst
+
+
+def test_polish_flattens_rings_and_stores_no_energy():
+    """The default polish makes aromatic rings flatter and bond angles closer to MMFF's
+    than the raw model output (polishIters=0), keeps the declared stereo and stores no
+    (partial) energy."""
+    smiles = "C[C@H](NC(=O)c1ccc(O)cc1)C(=O)N1CCC[C@H]1C(=O)O"
+    raw, polished = _mol(smiles), _mol(smiles)
+    ids = rdconfvae.embed(raw, n=8, seed=3, params=rdconfvae.EmbedParameters(polishIters=0))
+    assert rdconfvae.embed(polished, n=8, seed=3) == ids
+    flat_raw, angle_raw = _ring_flatness_and_angles(raw)
+    flat_pol, angle_pol = _ring_flatness_and_angles(polished)
+    assert flat_pol < 0.5 * flat_raw
+    assert angle_pol < angle_raw
+    for cid in ids:
+        assert not polished.GetConformer(cid).HasProp(ENERGY_PROP)
+        assert conformer_stereo_matches(polished, cid)
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True, "25"])
+def test_bad_polish_iters_is_rejected_and_molecule_kept(value):
+    mol = _mol("CCO")
+    rdconfvae.embed(mol, n=2, seed=0)
+    before = _snapshot(mol)
+    with pytest.raises(InvalidInputError, match="polishIters"):
+        rdconfvae.embed(mol, n=3, params=rdconfvae.EmbedParameters(polishIters=value))
+    assert _same(before, _snapshot(mol))
+
+
+def test_polish_leaves_molecules_mmff_cannot_type_untouched():
+    from rdconfvae.refine import mmff_polish
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("C[Se]C"))  # no MMFF parameters for Se
+    AllChem.EmbedMolecule(mol, randomSeed=1)
+    before = mol.GetConformer().GetPositions().copy()
+    assert mmff_polish(mol, 25) is False
+    assert np.array_equal(before, mol.GetConformer().GetPositions())
+    with pytest.raises(ValueError, match="max_iters"):
+        mmff_polish(mol, 0)
 
 
 @pytest.mark.parametrize(
