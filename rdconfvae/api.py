@@ -14,9 +14,9 @@ Polish: by default every conformer gets ``polishIters`` optimiser steps on
 MMFF94s's bonded terms (:func:`rdconfvae.refine.mmff_polish`). They straighten
 bond lengths, angles and planar groups the distance decoder leaves slightly off
 and move poses closer to experiment (README, "Quality"); ``polishIters=0``
-returns the model's raw conformers. Conformers whose stereo changed are
-replaced, as after MMFF. Molecules MMFF cannot type keep their unpolished
-conformers.
+returns the model's raw conformers. A conformer whose declared stereo the
+polish changed keeps its unpolished coordinates. Molecules MMFF cannot type
+keep their unpolished conformers.
 
 Hydrogens: the model places heavy atoms. When the caller's molecule has
 explicit hydrogens they are positioned from the heavy-atom frame (RDKit's
@@ -487,8 +487,10 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
         if not (has_h or mmff or polish):
             return coords, coords, energies, converged
         full = Chem.AddHs(heavy_confs, addCoords=True)
+        unpolished = None
         if polish:
             clock.check("MMFF polish")
+            unpolished = np.stack([c.GetPositions() for c in full.GetConformers()])
             typed = mmff_polish(full, polish, num_threads=threads)
             clock.check("MMFF polish")
             if not typed:
@@ -514,6 +516,11 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
                 energies = [r.energy for r in res]
                 converged = [r.converged for r in res]
         full_xyz = np.stack([c.GetPositions() for c in full.GetConformers()])
+        if unpolished is not None and bool(opts.enforceChirality):
+            # the rare conformer whose stereo the polish changed keeps its unpolished,
+            # stereo-correct coordinates (cheaper than resampling, and always n conformers)
+            flipped = _stereo_broken(frags, full_xyz[:, : heavy.GetNumAtoms()])
+            full_xyz[flipped] = unpolished[flipped]
         heavy_xyz = full_xyz[:, : heavy.GetNumAtoms()]
         if has_h:
             mapping = _hydrogen_map(work, heavy_idx, full)
@@ -523,7 +530,7 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
         return all_xyz, heavy_xyz, energies, converged
 
     all_xyz, heavy_xyz, energies, converged = make(n, seed)
-    if (mmff or polish) and bool(opts.enforceChirality):
+    if mmff and bool(opts.enforceChirality):
         # MMFF can push a centre through the plane when it starts from a rough geometry
         # (measured: 3.4 % of raw model conformers): drop those and sample replacements
         parts = []

@@ -53,6 +53,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         fallback=args.fallback,
         num_threads=args.threads,
+        polish_iters=args.polish_iters,
     )
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     summary = embed_file(
@@ -124,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output", help="SDF (.sdf or .sdf.gz), one record per conformer")
     p.add_argument("-n", type=int, default=10, help="conformers per molecule")
     p.add_argument("--mmff", action="store_true", help="MMFF94s minimisation (energy stored)")
+    p.add_argument(
+        "--polish-iters",
+        type=int,
+        default=None,
+        metavar="N",
+        help="without --mmff: steps of the MMFF94s bonded-term polish (default 40; 0: raw model)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prune-rms", type=float, default=-1.0)
     p.add_argument("--timeout", type=float, default=None, help="seconds per molecule")

@@ -35,7 +35,8 @@ class EmbedOptions:
 
     ``seed`` defaults to 0 here (reproducible batches); ``add_hs`` adds explicit
     hydrogens (with coordinates when the input has a conformer) before embedding,
-    so the output carries complete 3D molecules.
+    so the output carries complete 3D molecules. ``polish_iters`` sets
+    ``EmbedParameters.polishIters`` (``None``: the package default; 0: raw model output).
     """
 
     n: int = 10
@@ -46,18 +47,26 @@ class EmbedOptions:
     fallback: str = "etkdg"
     num_threads: int = 1
     add_hs: bool = True
+    polish_iters: int | None = None
 
     def __post_init__(self) -> None:
         if int(self.n) <= 0:
             raise InvalidInputError(f"n must be positive, got {self.n}")
+        if self.polish_iters is not None and int(self.polish_iters) < 0:
+            raise InvalidInputError(f"polish_iters must be >= 0, got {self.polish_iters}")
         if self.fallback not in ("raise", "etkdg"):
             raise InvalidInputError(f"fallback must be 'raise' or 'etkdg', got {self.fallback!r}")
 
     def embed_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`rdconfvae.embed`."""
+        from rdconfvae.params import EmbedParameters
+
         kw = asdict(self)
         kw.pop("add_hs")
         kw.pop("n")
+        polish = kw.pop("polish_iters")
+        if polish is not None:
+            kw["params"] = EmbedParameters(polishIters=int(polish))
         return kw
 
 

@@ -133,6 +133,25 @@ def test_polish_flattens_rings_and_stores_no_energy():
         assert conformer_stereo_matches(polished, cid)
 
 
+def test_conformers_whose_stereo_the_polish_changed_keep_raw_coordinates(monkeypatch):
+    """A polish that mirrors every conformer (inverting L-alanine's centre) must not reach
+    the caller: every conformer falls back to its unpolished coordinates, and n are kept."""
+    smiles = "C[C@H](N)C(=O)O"
+    raw = _mol(smiles)
+    rdconfvae.embed(raw, n=4, seed=0, params=rdconfvae.EmbedParameters(polishIters=0))
+
+    def mirror(mol, max_iters, **kwargs):
+        for conf in mol.GetConformers():
+            conf.SetPositions(conf.GetPositions() * np.array([-1.0, 1.0, 1.0]))
+        return True
+
+    monkeypatch.setattr(api, "mmff_polish", mirror)
+    mol = _mol(smiles)
+    assert rdconfvae.embed(mol, n=4, seed=0) == [0, 1, 2, 3]
+    assert all(conformer_stereo_matches(mol, cid) for cid in range(4))
+    assert _same(_snapshot(raw), _snapshot(mol))
+
+
 @pytest.mark.parametrize("value", [-1, 2.5, True, "25"])
 def test_bad_polish_iters_is_rejected_and_molecule_kept(value):
     mol = _mol("CCO")

@@ -185,3 +185,27 @@ def test_workers_exit_when_the_cli_is_killed(tmp_path):
     while any(_alive(k) for k in kids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(k) for k in kids), "worker processes outlived the killed CLI"
+
+
+def test_polish_iters_option(tmp_path):
+    """--polish-iters 0 writes the model's raw conformers (as embed with polishIters=0),
+    the default writes polished ones; a negative count is refused before any work."""
+    import rdconfvae
+
+    src = tmp_path / "in.smi"
+    src.write_text("CC(=O)Nc1ccc(O)cc1 paracetamol\n")
+    outs = {}
+    for flag in ("default", "0"):
+        out = tmp_path / f"{flag}.sdf"
+        extra = [] if flag == "default" else ["--polish-iters", flag]
+        assert main(["embed", str(src), str(out), "-n", "2", "--progress", "off", *extra]) == 0
+        mols = Chem.SDMolSupplier(str(out), removeHs=False)
+        outs[flag] = [m.GetConformer().GetPositions() for m in mols]
+    mol = Chem.AddHs(Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1"))
+    rdconfvae.embed(mol, n=2, seed=0, params=rdconfvae.EmbedParameters(polishIters=0))
+    raw = [c.GetPositions() for c in mol.GetConformers()]
+    assert all(np.allclose(a, b, atol=1e-4) for a, b in zip(outs["0"], raw, strict=True))
+    assert not np.allclose(outs["default"][0], outs["0"][0], atol=1e-2)
+    code = main(["embed", str(src), str(tmp_path / "x.sdf"), "--polish-iters", "-1"])
+    assert code == 2
+    assert not (tmp_path / "x.sdf").exists()
