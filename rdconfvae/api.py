@@ -10,10 +10,11 @@ caller's molecule, and only once everything succeeded):
             ``mmff=True``, a minimisation to convergence -> stereo re-check
          -> optional symmetry-aware RMSD pruning -> conformers added to ``mol``
 
-Polish: by default every conformer gets ``polishIters`` optimiser steps on
-MMFF94s's bonded terms (:func:`rdconfvae.refine.mmff_polish`). They straighten
-bond lengths, angles and planar groups the distance decoder leaves slightly off
-and move poses closer to experiment (README, "Quality"); ``polishIters=0``
+Polish: by default every conformer gets ``polishIters`` MMFF94s optimiser steps
+(bonded terms and close-contact van der Waals, :func:`rdconfvae.refine.mmff_polish`).
+They straighten bond lengths, angles and planar groups the distance decoder
+leaves slightly off, ease close contacts and move poses closer to experiment
+(README, "Quality"); ``polishIters=0``
 returns the model's raw conformers. A conformer whose declared stereo the
 polish changed keeps its unpolished coordinates. Molecules MMFF cannot type
 keep their unpolished conformers.
@@ -491,7 +492,7 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
         if polish:
             clock.check("MMFF polish")
             unpolished = np.stack([c.GetPositions() for c in full.GetConformers()])
-            typed = mmff_polish(full, polish, num_threads=threads)
+            typed = mmff_polish(full, polish)
             clock.check("MMFF polish")
             if not typed:
                 log.info("MMFF94s cannot type this molecule: conformers are returned unpolished")
@@ -683,7 +684,8 @@ def embed(
             dielectric eps = 4r by default, see ``params.dielectric``); the energy
             (kcal/mol) is stored as conformer property ``MMFF_ENERGY``. Without it,
             each conformer gets a short polish instead: ``params.polishIters``
-            optimiser steps on MMFF94s's bonded terms, no energy stored;
+            MMFF94s optimiser steps (bonded terms, close-contact van der Waals),
+            no energy stored;
             ``polishIters=0`` returns the model's raw conformers.
         seed: random seed; -1 draws one at random. Same seed, same coordinates for
             any ``num_threads``.

@@ -24,7 +24,7 @@ _FIELDS: dict[str, Any] = {
     "maxAttempts": 3,  # sampling rounds to replace conformers with wrong stereo
     "timeout": 0.0,  # seconds per molecule; 0: none
     "mmff": False,  # MMFF94s minimisation to convergence
-    "polishIters": 40,  # without mmff: steps on MMFF94s bonded terms (0: raw model output)
+    "polishIters": 40,  # without mmff: MMFF94s polish steps (0: the raw model output)
     "dielectric": "distance",  # MMFF dielectric: "distance" (eps = 4r) or "constant"
     "fallback": "etkdg",  # out-of-domain molecules: "etkdg" or "raise"
     "temperature": 1.0,  # scale of the prior's standard deviation when sampling z
