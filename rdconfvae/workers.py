@@ -71,6 +71,11 @@ def _init_worker(weights: str, parent: int) -> None:
     modelstore.load_model(Path(weights))
 
 
+#: Seconds the workers get to finish their current chunk when the pool stops;
+#: then they are terminated (a chunk is at most 16 samples: well under a second).
+SHUTDOWN_GRACE_S = 5.0
+
+
 def get_pool(workers: int, weights: Path) -> ProcessPoolExecutor | None:
     """The shared pool of ``workers`` processes serving the model in ``weights``.
 
@@ -84,21 +89,47 @@ def get_pool(workers: int, weights: Path) -> ProcessPoolExecutor | None:
         if _pool is not None and _pool_key == key:
             return _pool
         if _pool is not None:
-            _pool.shutdown(wait=True, cancel_futures=True)
+            _stop(_pool)
         ctx = multiprocessing.get_context(_start_method())
         _pool = ProcessPoolExecutor(
             key[0], mp_context=ctx, initializer=_init_worker, initargs=(key[1], os.getpid())
         )
         _pool_key = key
+        # registered after multiprocessing's own exit handler (atexit runs last-in,
+        # first-out), so the pool is stopped before multiprocessing joins its children
+        atexit.unregister(shutdown)
+        atexit.register(shutdown)
         return _pool
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool`` without waiting forever: pending chunks are cancelled, running
+    ones get ``SHUTDOWN_GRACE_S``, then any worker still alive is terminated.
+
+    Waiting forever is what ``shutdown(wait=True)`` does when a worker never takes
+    its stop signal (observed: a worker blocked on the task queue's lock at
+    interpreter exit held the test run for 14+ minutes).
+    """
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + SHUTDOWN_GRACE_S
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(1.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+
+
 def shutdown() -> None:
-    """Stop the worker processes (also done at interpreter exit)."""
+    """Stop the worker processes (also done at interpreter exit, bounded in time)."""
     global _pool, _pool_key
     with _lock:
         if _pool is not None:
-            _pool.shutdown(wait=True, cancel_futures=True)
+            _stop(_pool)
         _pool, _pool_key = None, None
 
 

@@ -262,6 +262,29 @@ def test_worker_processes_respect_the_timeout():
     assert np.array_equal(mol.GetConformer(0).GetPositions(), before)
 
 
+def test_worker_pool_stops_within_its_grace_period(monkeypatch):
+    """Stopping the pool (as at interpreter exit) must not wait on a worker that never
+    finishes: it gets SHUTDOWN_GRACE_S, then it is terminated."""
+    import threading
+    import time
+
+    from rdconfvae import workers
+    from rdconfvae.modelstore import load_model
+
+    monkeypatch.setattr(workers, "SHUTDOWN_GRACE_S", 1.0)
+    pool = workers.get_pool(2, load_model().path.parent)
+    stuck = [pool.submit(time.sleep, 600) for _ in range(2)]
+    procs = list(pool._processes.values())
+    assert len(procs) == 2
+    time.sleep(1.0)  # both workers inside their 600 s task
+    stopper = threading.Thread(target=workers.shutdown, daemon=True)
+    stopper.start()
+    stopper.join(20.0)
+    assert not stopper.is_alive(), "workers.shutdown() waited on a stuck worker"
+    assert not any(proc.is_alive() for proc in procs)
+    assert all(f.done() for f in stuck)
+
+
 def test_chunks_depend_on_the_sample_count_only():
     assert api._chunks(50) == [13, 13, 12, 12]
     assert api._chunks(16) == [16] and api._chunks(17) == [9, 8]
