@@ -431,6 +431,37 @@ def _stereo_broken(frags: list[_Fragment], heavy_xyz: np.ndarray) -> np.ndarray:
     return bad
 
 
+def _polish(
+    full: Chem.Mol, iters: int, pool: ProcessPoolExecutor | None, threads: int, clock: _Clock
+) -> bool:
+    """:func:`mmff_polish` on every conformer of ``full``, split over the ``threads``
+    workers of ``pool`` when there is one (each conformer is polished on its own, so the
+    coordinates do not depend on the split). Returns False when MMFF cannot type the
+    molecule (nothing changed then)."""
+    confs = list(full.GetConformers())
+    if pool is None or len(confs) < 2:
+        return mmff_polish(full, iters)
+    groups = np.array_split(np.arange(len(confs)), min(len(confs), threads))
+    binary = Chem.Mol(full, confId=confs[0].GetId()).ToBinary()
+    xyz_all = np.stack([c.GetPositions() for c in confs])
+    futures = [pool.submit(workers.polish_task, binary, xyz_all[g], iters) for g in groups]
+    try:
+        results = [fut.result(timeout=clock.remaining()) for fut in futures]
+    except FuturesTimeout:
+        raise EmbeddingTimeoutError(
+            f"timeout of {clock.timeout} s reached during the polish"
+        ) from None
+    finally:
+        for fut in futures:
+            fut.cancel()
+    if not all(typed for _, typed in results):
+        return False
+    for group, (xyz, _) in zip(groups, results, strict=True):
+        for i, x in zip(group, xyz, strict=True):
+            confs[i].SetPositions(x)
+    return True
+
+
 def _polish_iters(value: Any) -> int:
     """``polishIters`` as a non-negative int, or a clear error."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
@@ -492,7 +523,7 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
         if polish:
             clock.check("MMFF polish")
             unpolished = np.stack([c.GetPositions() for c in full.GetConformers()])
-            typed = mmff_polish(full, polish)
+            typed = _polish(full, polish, pool, threads, clock)
             clock.check("MMFF polish")
             if not typed:
                 log.info("MMFF94s cannot type this molecule: conformers are returned unpolished")

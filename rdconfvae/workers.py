@@ -1,4 +1,5 @@
-"""Worker processes behind ``num_threads > 1``: one molecule's samples in parallel.
+"""Worker processes behind ``num_threads > 1``: one molecule's samples (and then
+its polish) in parallel.
 
 Sampling is many small torch operations and a Python-level L-BFGS per chunk of
 samples; threads serialise on the GIL there (measured: 0.90x with 2 threads).
@@ -6,7 +7,9 @@ So ``num_threads = k`` sends the chunks of a molecule to a persistent pool of
 ``k`` worker processes instead. The chunks and their random numbers are fixed by
 the seed and the number of conformers alone, and every chunk runs the same code
 on one torch thread wherever it runs, so the coordinates are identical for any
-``num_threads``.
+``num_threads``. The polish (:func:`polish_task`) treats each conformer on its own
+and receives the coordinates as float64 arrays, so it too gives the same
+coordinates however the conformers are split.
 
 The pool is created on first use and kept for the life of the process (one per
 ``num_threads`` value and model file). On Linux workers are forked: they start in
@@ -32,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["get_pool", "shutdown", "sample_chunk_task", "exit_with_parent"]
+__all__ = ["get_pool", "shutdown", "sample_chunk_task", "polish_task", "exit_with_parent"]
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
@@ -165,6 +168,29 @@ def sample_chunk_task(
     geo = api._Geometry(**{k: torch.from_numpy(v) for k, v in geom.items()})
     x, ok = api._sample_chunk(model, g, geo, torch.from_numpy(eps), temperature, steps, enforce)
     return x.numpy(), ok.numpy()
+
+
+def polish_task(mol_binary: bytes, coords: np.ndarray, max_iters: int) -> tuple[np.ndarray, bool]:
+    """Run :func:`rdconfvae.refine.mmff_polish` in a worker.
+
+    ``mol_binary`` is the molecule (explicit H, no conformer needed) as an RDKit
+    binary; ``coords`` (k, N, 3) float64 the conformers to polish (sent as arrays:
+    RDKit's binary stores coordinates in single precision, and the result must equal
+    the in-process polish bit for bit). Returns the polished coordinates (k, N, 3) and
+    whether MMFF could type the molecule.
+    """
+    from rdkit import Chem
+
+    from rdconfvae.refine import mmff_polish
+
+    mol = Chem.Mol(mol_binary)
+    mol.RemoveAllConformers()
+    for x in coords:
+        conf = Chem.Conformer(mol.GetNumAtoms())
+        conf.SetPositions(np.ascontiguousarray(x, dtype=float))
+        mol.AddConformer(conf, assignId=True)
+    typed = mmff_polish(mol, max_iters)
+    return np.stack([c.GetPositions() for c in mol.GetConformers()]), typed
 
 
 def to_arrays(obj: Any) -> dict[str, np.ndarray]:
