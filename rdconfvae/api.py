@@ -63,7 +63,7 @@ from rdconfvae.errors import (
 )
 from rdconfvae.metrics import superposed_rmsd, symmetry_matches
 from rdconfvae.modelstore import LoadedModel, load_model
-from rdconfvae.params import EmbedParameters, to_params
+from rdconfvae.params import EmbedParameters, check_polish_iters, to_params
 from rdconfvae.prune import prune_indices
 from rdconfvae.refine import CONVERGED_PROP, ENERGY_PROP, mmff_minimize, mmff_polish
 
@@ -462,13 +462,6 @@ def _polish(
     return True
 
 
-def _polish_iters(value: Any) -> int:
-    """``polishIters`` as a non-negative int, or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise InvalidInputError(f"polishIters must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
 def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
     """Generate and attach; raises on any failure with ``mol`` untouched."""
     _validate_mol(mol)
@@ -492,7 +485,7 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
         threads = os.cpu_count() or 1
     pool = workers.get_pool(threads, model.path.parent) if threads > 1 else None
     has_h = heavy.GetNumAtoms() != work.GetNumAtoms()
-    polish = _polish_iters(opts.polishIters)
+    polish = check_polish_iters(opts.polishIters)
     if mmff:
         polish = 0  # the minimisation to convergence replaces the polish
     warned = {"mmff": False}

@@ -12,7 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["EmbedParameters", "RDKIT_IGNORED", "to_params"]
+import numpy as np
+
+from rdconfvae.errors import InvalidInputError
+
+__all__ = ["EmbedParameters", "RDKIT_IGNORED", "to_params", "check_polish_iters"]
 
 #: Our fields with defaults. Names shared with RDKit keep RDKit's meaning.
 _FIELDS: dict[str, Any] = {
@@ -138,3 +142,11 @@ def to_params(params: Any) -> EmbedParameters:
         f"params must be rdconfvae.EmbedParameters or an RDKit EmbedParameters, "
         f"not {type(params).__name__}"
     )
+
+
+def check_polish_iters(value: Any) -> int:
+    """``polishIters`` as a non-negative int, or :class:`InvalidInputError` naming it
+    (a bool, a float such as 2.5 or a string is refused, not truncated)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise InvalidInputError(f"polishIters must be a non-negative integer, got {value!r}")
+    return int(value)

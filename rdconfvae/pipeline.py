@@ -22,6 +22,7 @@ from typing import Any
 from rdkit import Chem
 
 from rdconfvae.errors import InvalidInputError, RdConfVAEError, WeightsError
+from rdconfvae.params import EmbedParameters, check_polish_iters
 
 __all__ = ["EmbedOptions", "EmbedResult", "embed_one", "to_mol", "conformer_records"]
 
@@ -52,21 +53,19 @@ class EmbedOptions:
     def __post_init__(self) -> None:
         if int(self.n) <= 0:
             raise InvalidInputError(f"n must be positive, got {self.n}")
-        if self.polish_iters is not None and int(self.polish_iters) < 0:
-            raise InvalidInputError(f"polish_iters must be >= 0, got {self.polish_iters}")
+        if self.polish_iters is not None:
+            check_polish_iters(self.polish_iters)
         if self.fallback not in ("raise", "etkdg"):
             raise InvalidInputError(f"fallback must be 'raise' or 'etkdg', got {self.fallback!r}")
 
     def embed_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`rdconfvae.embed`."""
-        from rdconfvae.params import EmbedParameters
-
         kw = asdict(self)
         kw.pop("add_hs")
         kw.pop("n")
         polish = kw.pop("polish_iters")
         if polish is not None:
-            kw["params"] = EmbedParameters(polishIters=int(polish))
+            kw["params"] = EmbedParameters(polishIters=polish)
         return kw
 
 

@@ -19,6 +19,8 @@ Padded atoms have ``mask == 0``, zero weights and stay at the origin.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 __all__ = [
@@ -223,25 +225,12 @@ def stereo_penalty_refine(
         with torch.no_grad():
             y.mul_(mask.unsqueeze(-1))
     if finish_iters > 0:
-        finish = torch.optim.LBFGS(
-            [y],
-            lr=1.0,
-            max_iter=finish_iters,
-            history_size=10,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=1e-6,
-            tolerance_change=1e-10,
-        )
 
-        def closure() -> torch.Tensor:
-            finish.zero_grad()
-            loss, hinge = objective(y)
-            total = (loss + hinge).sum()
-            total.backward()
-            return total
+        def total(z: torch.Tensor) -> torch.Tensor:
+            loss, hinge = objective(z)
+            return (loss + hinge).sum()
 
-        with torch.enable_grad():
-            finish.step(closure)
+        _lbfgs(y, total, finish_iters)
     return y.detach() * mask.unsqueeze(-1)
 
 
@@ -344,6 +333,13 @@ def polish(
     d = dist.detach()
     scale = w.sum((-1, -2)).clamp(min=_EPS)
     y = x.detach().clone().requires_grad_(True)
+    _lbfgs(y, lambda z: (stress(z, d, w, mask) / scale).sum(), iters)
+    return y.detach() * mask.unsqueeze(-1)
+
+
+def _lbfgs(y: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], iters: int) -> None:
+    """Minimise the scalar ``loss_fn(y)`` over the leaf tensor ``y`` in place: up to
+    ``iters`` L-BFGS iterations with a strong-Wolfe line search (inference only)."""
     opt = torch.optim.LBFGS(
         [y],
         lr=1.0,
@@ -356,10 +352,9 @@ def polish(
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = (stress(y, d, w, mask) / scale).sum()
+        loss = loss_fn(y)
         loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
-    return y.detach() * mask.unsqueeze(-1)

@@ -160,6 +160,10 @@ def test_bad_polish_iters_is_rejected_and_molecule_kept(value):
     with pytest.raises(InvalidInputError, match="polishIters"):
         rdconfvae.embed(mol, n=3, params=rdconfvae.EmbedParameters(polishIters=value))
     assert _same(before, _snapshot(mol))
+    from rdconfvae.pipeline import EmbedOptions
+
+    with pytest.raises(InvalidInputError, match="polishIters"):  # batch options: same rule
+        EmbedOptions(n=3, polish_iters=value)
 
 
 def test_polish_leaves_molecules_mmff_cannot_type_untouched():
