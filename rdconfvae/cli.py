@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         metavar="N",
-        help="without --mmff: steps of the MMFF94s bonded-term polish (default 40; 0: raw model)",
+        help="without --mmff: MMFF94s polish steps (default 40; 0: the raw model output)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prune-rms", type=float, default=-1.0)
