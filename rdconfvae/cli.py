@@ -17,6 +17,7 @@ from pathlib import Path
 from rdconfvae import __version__
 from rdconfvae.batch import read_molecules as batch_read
 from rdconfvae.errors import RdConfVAEError
+from rdconfvae.params import DEFAULT_POLISH_ITERS
 
 __all__ = ["main", "read_molecules"]
 
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         metavar="N",
-        help="without --mmff: MMFF94s polish steps (default 40; 0: the raw model output)",
+        help=f"without --mmff: MMFF94s polish steps (default {DEFAULT_POLISH_ITERS}; "
+        "0: the raw model output)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prune-rms", type=float, default=-1.0)

@@ -23,6 +23,7 @@ __all__ = [
     "Dielectric",
     "mmff_minimize",
     "mmff_polish",
+    "mmff_can_type",
     "POLISH_NONBONDED_CUTOFF",
     "ENERGY_PROP",
     "CONVERGED_PROP",
@@ -65,6 +66,11 @@ def _properties(
     props.SetMMFFDielectricModel(_DIEL_DISTANCE if dielectric == "distance" else _DIEL_CONSTANT)
     props.SetMMFFDielectricConstant(float(dielectric_constant))
     return props
+
+
+def mmff_can_type(mol: Chem.Mol, variant: str = "MMFF94s") -> bool:
+    """Whether MMFF has parameters for every atom and term of ``mol`` (explicit H needed)."""
+    return _properties(mol, variant, "distance", 4.0) is not None
 
 
 #: Non-bonded pairs farther apart than this (Angstrom) when the polish starts are left

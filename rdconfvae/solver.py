@@ -166,10 +166,18 @@ def stereo_violations(
     chiral_sign: torch.Tensor,
     dbl_idx: torch.Tensor,
     dbl_cis: torch.Tensor,
+    volume_margin: float = 0.0,
+    cos_margin: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Number of wrong tetrahedral centres and wrong double bonds per conformer, (M,) each."""
-    wrong_c = (signed_volumes(x, chiral_idx) * chiral_sign <= 0).sum(-1)
-    wrong_d = (cis_trans_cos(x, dbl_idx) * dbl_cis <= 0).sum(-1)
+    """Number of wrong tetrahedral centres and wrong double bonds per conformer, (M,) each.
+
+    A centre counts as wrong when its signed volume (Angstrom^3, ~2.5 for a tetrahedral
+    carbon) times the declared sign is at most ``volume_margin``; a double bond when its
+    cos(dihedral) times the declared sign is at most ``cos_margin``. With margins > 0,
+    nearly flat centres and nearly perpendicular double bonds count too: their stereo is
+    right but any later force-field step can push them through."""
+    wrong_c = (signed_volumes(x, chiral_idx) * chiral_sign <= volume_margin).sum(-1)
+    wrong_d = (cis_trans_cos(x, dbl_idx) * dbl_cis <= cos_margin).sum(-1)
     return wrong_c, wrong_d
 
 

@@ -147,6 +147,7 @@ def sample_chunk_task(
     temperature: float,
     steps: int,
     enforce: bool,
+    stress_iters: int,
     deadline: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run :func:`rdconfvae.api._sample_chunk` in a worker; arrays in, arrays out.
@@ -166,7 +167,9 @@ def sample_chunk_task(
     model = load_model(Path(weights))
     g = MolGraph(**{k: torch.from_numpy(v) for k, v in graph.items()})
     geo = api._Geometry(**{k: torch.from_numpy(v) for k, v in geom.items()})
-    x, ok = api._sample_chunk(model, g, geo, torch.from_numpy(eps), temperature, steps, enforce)
+    x, ok = api._sample_chunk(
+        model, g, geo, torch.from_numpy(eps), temperature, steps, enforce, stress_iters
+    )
     return x.numpy(), ok.numpy()
 
 
