@@ -82,14 +82,17 @@ SHUTDOWN_GRACE_S = 5.0
 def get_pool(workers: int, weights: Path) -> ProcessPoolExecutor | None:
     """The shared pool of ``workers`` processes serving the model in ``weights``.
 
-    Returns None where child processes cannot be started (daemonic process).
+    Returns None where child processes cannot be started (daemonic process). A pool
+    broken by the death of a worker is replaced by a new one.
     """
     global _pool, _pool_key
     if multiprocessing.current_process().daemon:
         return None
     key = (int(workers), str(Path(weights).resolve()))
     with _lock:
-        if _pool is not None and _pool_key == key:
+        # a pool whose worker died (killed, out of memory) refuses all work: replace it
+        broken = _pool is not None and bool(getattr(_pool, "_broken", False))
+        if _pool is not None and _pool_key == key and not broken:
             return _pool
         if _pool is not None:
             _stop(_pool)

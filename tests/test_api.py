@@ -333,6 +333,30 @@ def test_worker_pool_stops_within_its_grace_period(monkeypatch):
     assert all(f.done() for f in stuck)
 
 
+def test_a_pool_broken_by_a_dead_worker_is_replaced():
+    """A worker killed from outside (e.g. by the out-of-memory killer) breaks its pool for
+    good; the next call with num_threads > 1 must get a new pool, not the broken one."""
+    import os
+    import signal
+    import time
+
+    from rdconfvae import workers
+    from rdconfvae.modelstore import load_model
+
+    weights = load_model().path.parent
+    pool = workers.get_pool(2, weights)
+    assert pool.submit(abs, -1).result(timeout=30) == 1
+    os.kill(next(iter(pool._processes)), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not pool._broken and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool._broken
+    fresh = workers.get_pool(2, weights)
+    assert fresh is not pool
+    mol = _mol("CC(=O)Nc1ccc(O)cc1")
+    assert rdconfvae.embed(mol, n=20, seed=0, num_threads=2) == list(range(20))
+
+
 def test_chunks_depend_on_the_sample_count_only():
     assert api._chunks(50) == [13, 13, 12, 12]
     assert api._chunks(16) == [16] and api._chunks(17) == [9, 8]
