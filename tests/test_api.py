@@ -310,7 +310,16 @@ def test_worker_processes_respect_the_timeout():
     assert np.array_equal(mol.GetConformer(0).GetPositions(), before)
 
 
-def test_worker_pool_stops_within_its_grace_period(monkeypatch):
+def _touch_then_sleep(path: str, seconds: float) -> None:
+    """Worker task: mark that it started, then block."""
+    import time
+    from pathlib import Path
+
+    Path(path).touch()
+    time.sleep(seconds)
+
+
+def test_worker_pool_stops_within_its_grace_period(monkeypatch, tmp_path):
     """Stopping the pool (as at interpreter exit) must not wait on a worker that never
     finishes: it gets SHUTDOWN_GRACE_S, then it is terminated."""
     import threading
@@ -321,10 +330,14 @@ def test_worker_pool_stops_within_its_grace_period(monkeypatch):
 
     monkeypatch.setattr(workers, "SHUTDOWN_GRACE_S", 1.0)
     pool = workers.get_pool(2, load_model().path.parent)
-    stuck = [pool.submit(time.sleep, 600) for _ in range(2)]
+    started = [tmp_path / f"started{i}" for i in range(2)]
+    stuck = [pool.submit(_touch_then_sleep, str(p), 600.0) for p in started]
     procs = list(pool._processes.values())
     assert len(procs) == 2
-    time.sleep(1.0)  # both workers inside their 600 s task
+    deadline = time.monotonic() + 60
+    while not all(p.exists() for p in started) and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait until both workers are inside their 600 s task: a task
+    assert all(p.exists() for p in started)  # still queued would only be cancelled
     stopper = threading.Thread(target=workers.shutdown, daemon=True)
     stopper.start()
     stopper.join(20.0)
