@@ -17,7 +17,7 @@ leaves slightly off, ease close contacts and move poses closer to experiment
 (README, "Quality"); ``polishIters=0``
 returns the model's raw conformers. A conformer whose declared stereo the
 polish changed keeps its unpolished coordinates. Molecules MMFF cannot type
-keep their unpolished conformers.
+get exactly the raw output (the polish is skipped before sampling).
 
 Hydrogens: the model places heavy atoms. When the caller's molecule has
 explicit hydrogens they are positioned from the heavy-atom frame (RDKit's
@@ -88,8 +88,8 @@ STRESS_ITERS = 20
 #: The same ahead of the default MMFF polish, which straightens bonds and angles itself:
 #: on held-out CCD validation, spending the time on polish steps instead gave closer poses.
 POLISH_STRESS_ITERS = 0
-#: Stereo weaker than these margins is repaired like wrong stereo (the repair's own
-#: targets): signed volume in Angstrom^3 (a tetrahedral carbon has ~2.5), cos(dihedral).
+#: Stereo within these margins is repaired like wrong stereo, and the repair pushes it
+#: past them: signed volume in Angstrom^3 (a tetrahedral carbon has ~2.5), cos(dihedral).
 _WEAK_VOLUME = 1.0
 _WEAK_COS = 0.5
 #: Gap between fragments laid side by side, Angstrom.
@@ -250,22 +250,30 @@ def _sample_chunk(
         return x, ok
     args = (graph.chiral_idx, graph.chiral_sign, graph.dbl_idx, graph.dbl_cis)
     # the mirror image has the same distances: take it where it has fewer wrong centres
-    wrong_c, wrong_d = solver.stereo_violations(x, *args)
+    wrong_c, _ = solver.stereo_violations(x, *args)
     mirrored = x * torch.tensor([-1.0, 1.0, 1.0])
     wrong_cm, _ = solver.stereo_violations(mirrored, *args)
     flip = wrong_cm < wrong_c
     x = torch.where(flip[:, None, None], mirrored, x)
-    wrong = torch.where(flip, wrong_cm, wrong_c) + wrong_d
-    # repair weak stereo too: a nearly flat centre is right by sign, but the polish or MMFF
-    # that follows pushes it through (measured: a third of the polish's stereo flips)
+    # repair wrong and weak stereo alike: a nearly flat centre is right by sign, but the
+    # polish or MMFF that follows pushes it through (measured: a third of the polish's
+    # stereo flips). The margins include every wrong centre and bond.
     weak_c, weak_d = solver.stereo_violations(x, *args, _WEAK_VOLUME, _WEAK_COS)
-    bad = (wrong > 0) | ((weak_c + weak_d) > 0)
+    bad = (weak_c + weak_d) > 0
     if enforce and bad.any():
         sub = bad.nonzero().squeeze(-1)
         d, w = solver.dense_pairs(
             dist[sub], log_sigma[sub], graph.pair_i, graph.pair_j, n, geom.weight
         )
-        fixed = solver.stereo_penalty_refine(x[sub], d, w, torch.ones(len(sub), n), *args)
+        fixed = solver.stereo_penalty_refine(
+            x[sub],
+            d,
+            w,
+            torch.ones(len(sub), n),
+            *args,
+            volume_margin=_WEAK_VOLUME,
+            cos_margin=_WEAK_COS,
+        )
         x[sub] = fixed
         wc, wd = solver.stereo_violations(fixed, *args)
         ok[sub] = (wc + wd) == 0
@@ -549,10 +557,8 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
         if polish:
             clock.check("MMFF polish")
             unpolished = np.stack([c.GetPositions() for c in full.GetConformers()])
-            typed = _polish(full, polish, pool, threads, clock)
+            _polish(full, polish, pool, threads, clock)  # typing was checked before sampling
             clock.check("MMFF polish")
-            if not typed:
-                log.info("MMFF94s cannot type this molecule: conformers are returned unpolished")
         elif mmff:
             clock.check("MMFF")
             res = mmff_minimize(
