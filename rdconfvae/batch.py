@@ -296,13 +296,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 class BatchSummary:
     """What a batch run did (this sitting plus earlier resumed ones)."""
 
-    done: int
-    ok: int
-    failed: int
+    done: int  # input records handled (embedded or failed)
+    ok: int  # input molecules embedded
+    failed: int  # input records that failed (listed in ``errors``)
     seconds: float  # wall time of this sitting
-    resumed_from: int  # records already done before this sitting
+    resumed_from: int  # input records already done before this sitting
     output: str
     errors: str
+    conformers: int = 0  # conformer records written to ``output`` (one SDF record each)
 
     @property
     def rate(self) -> float:
@@ -348,7 +349,7 @@ def embed_file(
         "output": str(out.resolve()),
         "options": asdict(options),
     }
-    state = {"done": 0, "ok": 0, "failed": 0, "out_offset": 0, "err_offset": 0}
+    state = {"done": 0, "ok": 0, "failed": 0, "conformers": 0, "out_offset": 0, "err_offset": 0}
     if resume and prog_path.exists():
         saved = json.loads(prog_path.read_text())
         for key, value in identity.items():
@@ -357,7 +358,8 @@ def embed_file(
                     f"cannot resume: {key} differs from the interrupted run "
                     f"({saved.get(key)!r} then, {value!r} now); rerun without --resume"
                 )
-        state = {k: saved[k] for k in state}
+        # "conformers" is absent from checkpoints written before it was counted
+        state = {k: saved.get(k, 0) if k == "conformers" else saved[k] for k in state}
     elif resume:
         print(
             f"rdconfvae: no checkpoint at {prog_path}: starting from the beginning", file=sys.stderr
@@ -365,7 +367,14 @@ def embed_file(
     already = state["done"]
     if resume and already and json.loads(prog_path.read_text()).get("complete"):
         return BatchSummary(
-            already, state["ok"], state["failed"], 0.0, already, str(out), str(errors)
+            already,
+            state["ok"],
+            state["failed"],
+            0.0,
+            already,
+            str(out),
+            str(errors),
+            state["conformers"],
         )
 
     total = None
@@ -388,6 +397,7 @@ def embed_file(
             sink.write(result)
             state["done"] += 1
             state["ok" if result.ok else "failed"] += 1
+            state["conformers"] += result.n_conformers if result.ok else 0
             consistent = True
             bar.update(1)
             if (
@@ -417,4 +427,5 @@ def embed_file(
         already,
         str(out),
         str(errors),
+        state["conformers"],
     )

@@ -68,8 +68,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     )
     resumed = f" (resumed after {summary.resumed_from})" if summary.resumed_from else ""
     print(
-        f"{summary.ok} molecules embedded into {summary.output}; {summary.failed} failed "
-        f"(see {summary.errors}); {summary.done} records{resumed}, "
+        f"{summary.ok} of {summary.done} input molecules embedded{resumed}: "
+        f"{summary.conformers} conformer records in {summary.output}; "
+        f"{summary.failed} failed (see {summary.errors}); "
         f"{summary.rate:.2f} molecules/s in this run",
         file=sys.stderr,
     )

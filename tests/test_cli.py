@@ -19,11 +19,15 @@ from rdconfvae.cli import main
 from rdconfvae.pipeline import EmbedOptions
 
 
-def test_embed_smiles_file(tmp_path):
+def test_embed_smiles_file(tmp_path, capsys):
     src = tmp_path / "in.smi"
     src.write_text("CCO ethanol\nnot_a_smiles broken\nc1ccccc1O phenol\n")
     out = tmp_path / "out.sdf"
     assert main(["embed", str(src), str(out), "-n", "3", "--seed", "1"]) == 1  # one failure
+    # the summary counts input molecules and conformer records apart
+    assert f"2 of 3 input molecules embedded: 6 conformer records in {out}" in (
+        capsys.readouterr().err
+    )
     mols = list(Chem.SDMolSupplier(str(out), removeHs=False))
     assert [m.GetProp("_Name") for m in mols] == ["ethanol"] * 3 + ["phenol"] * 3
     assert [m.GetIntProp("conformer_id") for m in mols] == [0, 1, 2] * 2
@@ -110,6 +114,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatc
     monkeypatch.setattr(batch, "_work", real_work)
     summary = embed_file(src, part, opts, resume=True, progress=False)
     assert summary.resumed_from == 4 and summary.done == len(SMILES)
+    assert summary.conformers == 2 * 5  # both sittings' records, once each
     # a multi-member gzip: same molecules, same coordinates, same energies as one run
     got, want = _records(part), _records(full)
     assert [m.GetProp("_Name") for m in got] == [m.GetProp("_Name") for m in want]
