@@ -617,7 +617,10 @@ def train(
             disable=None if rank == 0 else True,
             dynamic_ncols=True,
         )
-        running: dict[str, float] = {}
+        # the epoch's running (exponential) train averages live in the checkpointed state, so a
+        # run stopped in the middle of an epoch reports the same train metrics after --resume
+        running: dict[str, float] = state.get("running", {}) if state["position"] else {}
+        state["running"] = running
         for bi in range(state["position"], len(batches)):
             parts = train_step(
                 net, opt, [train_ex[i] for i in batches[bi]], preset, gen, dev, rank, world
@@ -660,6 +663,7 @@ def train(
             metrics = shared[0]
         state["epoch"] += 1
         state["position"] = 0
+        state.pop("running", None)
         metrics.update(
             {
                 "epoch": state["epoch"],

@@ -101,22 +101,48 @@ def test_benchmark_molecules_are_refused(tmp_path):
         train(path, tmp_path / "run", "tiny")
 
 
-def test_resumed_run_matches_an_uninterrupted_one(train_sdf, tmp_path):
+def test_resumed_run_matches_an_uninterrupted_one(train_sdf, tmp_path, monkeypatch):
     """Training is deterministic and --resume continues exactly: the shipped weights'
-    command reproduces them whether or not the run was split across sittings."""
+    command reproduces them whether or not the run was split across sittings, at an
+    epoch's end (1 + 1 epochs) or in its middle (SIGTERM after a step of epoch 2)."""
+    import os
+    import signal
+
     import torch
 
-    straight, split = tmp_path / "straight", tmp_path / "split"
+    from rdconfvae import train
+
+    straight, split, mid = tmp_path / "straight", tmp_path / "split", tmp_path / "mid"
     base = ["--preset", "tiny", "--data", str(train_sdf)]
     assert train_main([*base, "--out", str(straight), "--max-epochs", "2"]) == 0
     assert train_main([*base, "--out", str(split), "--max-epochs", "1"]) == 0
     assert train_main([*base, "--out", str(split), "--max-epochs", "2", "--resume"]) == 0
+
     a = torch.load(straight / "last.ckpt", weights_only=True)
-    b = torch.load(split / "last.ckpt", weights_only=True)
+    steps_per_epoch = json.loads(a["state"])["history"][0]["step"]
+    assert steps_per_epoch >= 2  # else no step ends in the middle of an epoch
+    real_step, calls = train.train_step, []
+
+    def stopping_step(*args, **kwargs):  # as `kill -TERM` after the first step of epoch 2
+        calls.append(1)
+        out = real_step(*args, **kwargs)
+        if len(calls) == steps_per_epoch + 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(train, "train_step", stopping_step)
+    assert train_main([*base, "--out", str(mid), "--max-epochs", "2"]) == 0
+    monkeypatch.setattr(train, "train_step", real_step)
+    stopped = json.loads(torch.load(mid / "last.ckpt", weights_only=True)["state"])
+    assert (stopped["epoch"], stopped["position"]) == (1, 1)
+    assert train_main([*base, "--out", str(mid), "--max-epochs", "2", "--resume"]) == 0
+
     hist_a = json.loads(a["state"])["history"]
-    hist_b = json.loads(b["state"])["history"]
-    assert len(hist_a) == len(hist_b) == 2
-    for key in ("val_median_min_rmsd", "val_share_below_1A", "train_loss"):
-        assert hist_a[-1][key] == hist_b[-1][key], key
-    for name, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][name]), name
+    for other in (split, mid):
+        b = torch.load(other / "last.ckpt", weights_only=True)
+        hist_b = json.loads(b["state"])["history"]
+        assert len(hist_a) == len(hist_b) == 2
+        for key in ("val_median_min_rmsd", "val_share_below_1A", "train_loss", "train_kl"):
+            assert hist_a[-1][key] == hist_b[-1][key], (other.name, key)
+        for name, tensor in a["model"].items():
+            assert torch.equal(tensor, b["model"][name]), (other.name, name)
