@@ -98,8 +98,10 @@ def _tune_malloc() -> bool:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES) == 1
-                    and libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES) == 1)
+        return bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES) == 1
+            and libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES) == 1
+        )
     except (OSError, AttributeError):  # not glibc
         return False
 
@@ -293,8 +295,10 @@ def read_molecules_bag(
     stem = low.rsplit(".", 1)[0] if compressed else low
     is_sdf = stem.endswith((".sdf", ".sd"))
     if stem.endswith((".csv", ".tsv", ".parquet")):
-        raise ValueError(f"{paths[0]}: a table; read it with dask.dataframe and use "
-                         "embed_dataframe(ddf, smiles_col=...)")
+        raise ValueError(
+            f"{paths[0]}: a table; read it with dask.dataframe and use "
+            "embed_dataframe(ddf, smiles_col=...)"
+        )
     size = None if compressed else blocksize
     if is_sdf:
         bag = dbag.read_text(paths, blocksize=size, linedelimiter="$$$$\n")
@@ -379,8 +383,13 @@ def embed_dataframe(
     col = _source_column(ddf, smiles_col, mol_col)
     _check_rows(rows)
     EmbedOptions(n=n, **embed_options)  # validate here, not on a worker
-    kwargs = {"n": n, "rows": rows, "name_col": name_col, "sdf_col": sdf_col,
-              "embed_options": embed_options}
+    kwargs = {
+        "n": n,
+        "rows": rows,
+        "name_col": name_col,
+        "sdf_col": sdf_col,
+        "embed_options": embed_options,
+    }
     meta = _sdf_frame(ddf._meta, col, **kwargs)
     return ddf.map_partitions(_embed_frame_partition, col, kwargs, meta=meta)
 
@@ -453,17 +462,39 @@ def bench_throughput(
     t0, c0 = time.perf_counter(), time.process_time()
     reference = [embed_one(smi, name, i, options) for i, (name, smi) in enumerate(mols)]
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    rows.append({"mode": "in-process embed_one loop", "workers": 1, "seconds": wall,
-                 "mol_per_s": len(mols) / wall, "cpu_s_per_mol": cpu / len(mols),
-                 "load_s": load_s})
+    rows.append(
+        {
+            "mode": "in-process embed_one loop",
+            "workers": 1,
+            "seconds": wall,
+            "mol_per_s": len(mols) / wall,
+            "cpu_s_per_mol": cpu / len(mols),
+            "load_s": load_s,
+        }
+    )
 
     if cli:
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp) / "in.smi"
             src.write_text("".join(f"{smi} {name}\n" for name, smi in mols))
-            cmd = [sys.executable, "-m", "rdconfvae", "embed", str(src), str(Path(tmp) / "o.sdf"),
-                   "-n", str(n), "--seed", str(options.seed), "--fallback", options.fallback,
-                   "--workers", "1", "--progress", "off"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "rdconfvae",
+                "embed",
+                str(src),
+                str(Path(tmp) / "o.sdf"),
+                "-n",
+                str(n),
+                "--seed",
+                str(options.seed),
+                "--fallback",
+                options.fallback,
+                "--workers",
+                "1",
+                "--progress",
+                "off",
+            ]
             if options.mmff:
                 cmd.append("--mmff")
             import resource
@@ -474,15 +505,26 @@ def bench_throughput(
             wall = time.perf_counter() - t0
             c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
-        rows.append({"mode": "CLI `rdconfvae embed` (whole command)", "workers": 1,
-                     "seconds": wall, "mol_per_s": len(mols) / wall,
-                     "cpu_s_per_mol": cpu / len(mols), "returncode": proc.returncode,
-                     "command": " ".join(["python", *cmd[1:]])})
+        rows.append(
+            {
+                "mode": "CLI `rdconfvae embed` (whole command)",
+                "workers": 1,
+                "seconds": wall,
+                "mol_per_s": len(mols) / wall,
+                "cpu_s_per_mol": cpu / len(mols),
+                "returncode": proc.returncode,
+                "command": " ".join(["python", *cmd[1:]]),
+            }
+        )
 
     for k in workers:
         t0 = time.perf_counter()
-        with LocalCluster(n_workers=k, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=k, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             client.run(prepare_worker)
             startup = time.perf_counter() - t0
             bag = dbag.from_sequence(mols, npartitions=max(1, k * partitions_per_worker))
@@ -491,10 +533,17 @@ def bench_throughput(
             results = embed_bag(bag, n, **embed_options).compute()
             wall = time.perf_counter() - t0
             cpu = sum(client.run(_cpu_seconds).values()) - c0
-        rows.append({"mode": f"Dask LocalCluster, {k} worker(s) x 1 thread", "workers": k,
-                     "seconds": wall, "mol_per_s": len(mols) / wall,
-                     "cpu_s_per_mol": cpu / len(mols), "startup_s": startup,
-                     "identical": _same_coordinates(reference, results)})
+        rows.append(
+            {
+                "mode": f"Dask LocalCluster, {k} worker(s) x 1 thread",
+                "workers": k,
+                "seconds": wall,
+                "mol_per_s": len(mols) / wall,
+                "cpu_s_per_mol": cpu / len(mols),
+                "startup_s": startup,
+                "identical": _same_coordinates(reference, results),
+            }
+        )
     return {
         "molecules": len(mols),
         "n": n,
@@ -555,8 +604,10 @@ def _report(result: dict[str, Any], command: str) -> str:
             notes.append("coordinates identical to in-process: " + str(row["identical"]))
         if "returncode" in row:
             notes.append(f"exit code {row['returncode']}; includes start-up and model load")
-        lines.append(f"| {row['mode']} | {row['seconds']:.2f} | {row['mol_per_s']:.2f} | "
-                     f"{row['cpu_s_per_mol']:.3f} | {'; '.join(notes)} |")
+        lines.append(
+            f"| {row['mode']} | {row['seconds']:.2f} | {row['mol_per_s']:.2f} | "
+            f"{row['cpu_s_per_mol']:.3f} | {'; '.join(notes)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -584,8 +635,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     e = sub.add_parser("embed", parents=[common], help="embed a .smi/.sdf[.gz] on a cluster")
     e.add_argument("input")
     e.add_argument("output", help="SDF, one record per conformer; failures to OUTPUT.errors.tsv")
-    e.add_argument("--scheduler", help="address of a running scheduler (tcp://host:8786); "
-                   "default: a LocalCluster on this machine")
+    e.add_argument(
+        "--scheduler",
+        help="address of a running scheduler (tcp://host:8786); "
+        "default: a LocalCluster on this machine",
+    )
     e.add_argument("--workers", type=int, default=2, help="LocalCluster workers (2)")
     e.add_argument("--blocksize", default="64KiB", help="input bytes per partition (64KiB)")
     e.add_argument("--npartitions", type=int, help="repartition the input to this many")
@@ -598,8 +652,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     if args.command == "bench":
-        result = bench_throughput(_read_pairs(Path(args.input)), args.n, args.workers,
-                                  cli=not args.no_cli, **_options_from_args(args))
+        result = bench_throughput(
+            _read_pairs(Path(args.input)),
+            args.n,
+            args.workers,
+            cli=not args.no_cli,
+            **_options_from_args(args),
+        )
         command = "python -m rdconfvae.dask " + " ".join(sys.argv[1:] if argv is None else argv)
         text = _report(result, command)
         print(text)
@@ -614,20 +673,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = Client(args.scheduler)
         cluster = None
     else:
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
         client = Client(cluster)
     try:
         client.run(prepare_worker)
-        bag = embed_file(args.input, args.n, blocksize=args.blocksize,
-                         npartitions=args.npartitions, **_options_from_args(args))
+        bag = embed_file(
+            args.input,
+            args.n,
+            blocksize=args.blocksize,
+            npartitions=args.npartitions,
+            **_options_from_args(args),
+        )
         n_ok, n_fail = write_results(bag.compute(), args.output)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
-    print(f"{n_ok} molecules embedded into {args.output}; {n_fail} failed "
-          f"(see {args.output}.errors.tsv)", file=sys.stderr)
+    print(
+        f"{n_ok} molecules embedded into {args.output}; {n_fail} failed "
+        f"(see {args.output}.errors.tsv)",
+        file=sys.stderr,
+    )
     return 1 if n_fail else 0
 
 

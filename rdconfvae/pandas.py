@@ -137,19 +137,29 @@ def _assemble(
         out[mol_out] = pd.Series([r.mol for r in results], index=df.index, dtype=object)
         out["status"] = [r.status for r in results]
         out["error"] = [r.error for r in results]
-        out["n_conformers"] = pd.Series([r.n_conformers for r in results], index=df.index,
-                                        dtype="int64")
+        out["n_conformers"] = pd.Series(
+            [r.n_conformers for r in results], index=df.index, dtype="int64"
+        )
         return out
     positions: list[int] = []
     records: list[dict[str, Any]] = []
     for pos, result in enumerate(results):
         confs = _conformer_rows(result)
         if not confs:  # failed (or no conformer): one row keeps the molecule's outcome
-            confs = [{"mol": None, "conformer_id": None, "MMFF_ENERGY": float("nan"),
-                      "MMFF_CONVERGED": None, "rdconfvae_generator": None}]
+            confs = [
+                {
+                    "mol": None,
+                    "conformer_id": None,
+                    "MMFF_ENERGY": float("nan"),
+                    "MMFF_CONVERGED": None,
+                    "rdconfvae_generator": None,
+                }
+            ]
         for rec in confs:
             rec["status"], rec["error"], rec["n_conformers"] = (
-                result.status, result.error, result.n_conformers
+                result.status,
+                result.error,
+                result.n_conformers,
             )
             positions.append(pos)
             records.append(rec)
@@ -318,7 +328,12 @@ def knime_table(
         name_col = "__rdconfvae_name__"
         work[name_col] = work.index
     out = _sdf_frame(
-        work, col, n=n, rows=rows, name_col=name_col, sdf_col=sdf_col,
+        work,
+        col,
+        n=n,
+        rows=rows,
+        name_col=name_col,
+        sdf_col=sdf_col,
         embed_options=embed_options,
     )
     if name_col == "__rdconfvae_name__":
@@ -326,8 +341,10 @@ def knime_table(
     if rows == "conformer":
         ids = out["conformer_id"].tolist()
         out.index = pd.Index(
-            [f"{row}_{cid}" if not pd.isna(cid) else str(row) for row, cid in
-             zip(out.index, ids, strict=True)],
+            [
+                f"{row}_{cid}" if not pd.isna(cid) else str(row)
+                for row, cid in zip(out.index, ids, strict=True)
+            ],
             dtype=object,
         )
     return out

@@ -328,7 +328,6 @@ def batch_loss(
     }
 
 
-
 def _unwrap(model: torch.nn.Module) -> ConfVAE:
     return model.module if hasattr(model, "module") else model  # DistributedDataParallel
 

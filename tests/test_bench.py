@@ -77,7 +77,9 @@ def test_refinement_suffixes():
     assert bench.split_method("etkdg+mmffgas") == ("etkdg", "mmffgas")
     assert bench.split_method("rdconfvae") == ("rdconfvae", None)
     assert bench._parse_methods("etkdg,etkdg+mmff,etkdg+mmffgas") == [
-        "etkdg", "etkdg+mmff", "etkdg+mmffgas"
+        "etkdg",
+        "etkdg+mmff",
+        "etkdg+mmffgas",
     ]
     with pytest.raises(ValueError, match="optionally with"):
         bench._parse_methods("etkdg+uff")

@@ -49,8 +49,11 @@ def reference():
 def _assert_same(results, reference):
     assert [r.index for r in results] == list(range(len(reference)))
     for got, ref in zip(results, reference, strict=True):
-        assert (got.status, got.n_conformers, got.error) == (ref.status, ref.n_conformers,
-                                                               ref.error)
+        assert (got.status, got.n_conformers, got.error) == (
+            ref.status,
+            ref.n_conformers,
+            ref.error,
+        )
         if ref.ok:
             for a, b in zip(got.mol.GetConformers(), ref.mol.GetConformers(), strict=True):
                 np.testing.assert_array_equal(a.GetPositions(), b.GetPositions())
@@ -84,16 +87,20 @@ def test_molecules_names_and_binaries(reference):
         mol.SetProp("assay", "7")
     opts = {k: v for k, v in OPTIONS.items()}
     by_binary = embed_bag(from_molecules(mols, npartitions=2), **opts).compute(
-        scheduler="synchronous")
-    by_tuple = embed_bag(db.from_sequence([("ethanol", mols[0]), ("phenol", mols[1])]),
-                         **opts).compute(scheduler="synchronous")
+        scheduler="synchronous"
+    )
+    by_tuple = embed_bag(
+        db.from_sequence([("ethanol", mols[0]), ("phenol", mols[1])]), **opts
+    ).compute(scheduler="synchronous")
     assert [r.name for r in by_binary] == [r.name for r in by_tuple] == ["ethanol", "phenol"]
     assert by_binary[1].mol.GetProp("assay") == "7"  # properties travel with the binary
     for a, b, ref in zip(by_binary, by_tuple, (reference[0], reference[5]), strict=True):
-        np.testing.assert_array_equal(a.mol.GetConformer(2).GetPositions(),
-                                      ref.mol.GetConformer(2).GetPositions())
-        np.testing.assert_array_equal(a.mol.GetConformer(2).GetPositions(),
-                                      b.mol.GetConformer(2).GetPositions())
+        np.testing.assert_array_equal(
+            a.mol.GetConformer(2).GetPositions(), ref.mol.GetConformer(2).GetPositions()
+        )
+        np.testing.assert_array_equal(
+            a.mol.GetConformer(2).GetPositions(), b.mol.GetConformer(2).GetPositions()
+        )
 
 
 def test_smiles_file_in_partitions(tmp_path, reference):
@@ -125,7 +132,7 @@ def test_sdf_file_keeps_names_and_properties(tmp_path, compressed):
         mol.SetProp("batch", f"B{i}")
         mols.append(mol)
     path = tmp_path / ("in.sdf.gz" if compressed else "in.sdf")
-    with (gzip.open(path, "wt") if compressed else open(path, "w")) as fh:
+    with gzip.open(path, "wt") if compressed else open(path, "w") as fh:
         writer = Chem.SDWriter(fh)
         for mol in mols:
             writer.write(mol)
@@ -138,8 +145,9 @@ def test_sdf_file_keeps_names_and_properties(tmp_path, compressed):
     assert results[1].mol.GetProp("batch") == "B1"
     assert "InvalidInputError" in results[3].error
     direct = embed_one(mols[1], "", 0, EmbedOptions(n=2, seed=1)).mol
-    np.testing.assert_array_equal(results[1].mol.GetConformer(1).GetPositions(),
-                                  direct.GetConformer(1).GetPositions())
+    np.testing.assert_array_equal(
+        results[1].mol.GetConformer(1).GetPositions(), direct.GetConformer(1).GetPositions()
+    )
 
 
 def test_dataframe_identical_for_any_partitioning():
@@ -207,15 +215,15 @@ def test_local_cluster_two_workers(reference, tmp_path):
         return torch.jit._rdconfvae_test_loads, len(modelstore._cache), torch.get_num_threads()
 
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                 dashboard_address=None) as cluster,
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
         distributed.Client(cluster) as client,
     ):
         client.run(install_load_counter)
         prepared = client.run(rdask.prepare_worker)  # a fresh worker, before any task
         assert len(prepared) == 2
-        assert all(p["models_loaded"] == 1 and p["torch_threads"] == 1
-                   for p in prepared.values())
+        assert all(p["models_loaded"] == 1 and p["torch_threads"] == 1 for p in prepared.values())
         if sys.platform.startswith("linux"):  # Dask's MALLOC_TRIM_THRESHOLD_ cost undone
             assert all(p["malloc_tuned"] for p in prepared.values())
         for npartitions in (1, 6):
@@ -230,21 +238,38 @@ def test_local_cluster_two_workers(reference, tmp_path):
         src = tmp_path / "in.smi"
         src.write_text("".join(f"{s} m{i}\n" for i, s in enumerate(SMILES)))
         out = tmp_path / "out.sdf"
-        code = rdask.main(["embed", str(src), str(out), "-n", "3", "--mmff", "--seed", "5",
-                           "--fallback", "raise", "--scheduler", cluster.scheduler_address,
-                           "--blocksize", "60"])
+        code = rdask.main(
+            [
+                "embed",
+                str(src),
+                str(out),
+                "-n",
+                "3",
+                "--mmff",
+                "--seed",
+                "5",
+                "--fallback",
+                "raise",
+                "--scheduler",
+                cluster.scheduler_address,
+                "--blocksize",
+                "60",
+            ]
+        )
         assert code == 1  # two molecules failed
         records = list(Chem.SDMolSupplier(str(out), removeHs=False))
         assert len(records) == 5 * 3
         ref = reference[1].mol
-        np.testing.assert_allclose(records[3].GetConformer().GetPositions(),
-                                   ref.GetConformer(0).GetPositions(), atol=1e-4)
+        np.testing.assert_allclose(
+            records[3].GetConformer().GetPositions(), ref.GetConformer(0).GetPositions(), atol=1e-4
+        )
 
 
 @pytest.mark.slow
 def test_bench_throughput_reports_rates():
-    result = rdask.bench_throughput([("ethanol", "CCO"), ("phenol", "c1ccccc1O")], n=2,
-                                    workers=(1,))
+    result = rdask.bench_throughput(
+        [("ethanol", "CCO"), ("phenol", "c1ccccc1O")], n=2, workers=(1,)
+    )
     modes = [row["mode"] for row in result["rows"]]
     assert len(modes) == 3 and modes[0].startswith("in-process")
     assert all(row["mol_per_s"] > 0 for row in result["rows"])

@@ -41,8 +41,14 @@ def test_runs_top_to_bottom(tmp_path, monkeypatch):
     # A kernel spec for *this* interpreter, whatever "python3" resolves to elsewhere.
     spec_dir = tmp_path / "kernels" / "rdconfvae-test"
     spec_dir.mkdir(parents=True)
-    argv = [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher",
-            "-f", "{connection_file}"]
+    argv = [
+        sys.executable,
+        "-Xfrozen_modules=off",
+        "-m",
+        "ipykernel_launcher",
+        "-f",
+        "{connection_file}",
+    ]
     (spec_dir / "kernel.json").write_text(
         json.dumps({"argv": argv, "display_name": "rdconfvae test", "language": "python"})
     )

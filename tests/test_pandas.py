@@ -39,8 +39,14 @@ def table() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def per_conformer(table) -> pd.DataFrame:
     return embed_frame(
-        table, smiles_col="smiles", n=N, rows="conformer", name_col="name", mmff=True,
-        fallback="raise", seed=3,
+        table,
+        smiles_col="smiles",
+        n=N,
+        rows="conformer",
+        name_col="name",
+        mmff=True,
+        fallback="raise",
+        seed=3,
     )
 
 
@@ -96,8 +102,12 @@ def test_one_row_per_conformer_with_energies(per_conformer):
 
 def test_same_conformers_as_embed_one(table, per_conformer):
     """Per-conformer rows hold exactly the conformers embed_one makes with the same options."""
-    ref = embed_one("CC(=O)Nc1ccc(O)cc1", "paracetamol", 1,
-                    EmbedOptions(n=N, mmff=True, fallback="raise", seed=3)).mol
+    ref = embed_one(
+        "CC(=O)Nc1ccc(O)cc1",
+        "paracetamol",
+        1,
+        EmbedOptions(n=N, mmff=True, fallback="raise", seed=3),
+    ).mol
     rows = per_conformer.loc[11]
     for conf, mol in zip(ref.GetConformers(), rows["ROMol"], strict=True):
         np.testing.assert_array_equal(conf.GetPositions(), mol.GetConformer().GetPositions())
@@ -106,8 +116,12 @@ def test_same_conformers_as_embed_one(table, per_conformer):
 def test_pandastools_writes_every_conformer(per_conformer, tmp_path):
     ok = per_conformer[per_conformer["status"] == "ok"]
     path = tmp_path / "confs.sdf"
-    PandasTools.WriteSDF(ok, str(path), molColName="ROMol",
-                         properties=["name", "conformer_id", "MMFF_ENERGY", "assay"])
+    PandasTools.WriteSDF(
+        ok,
+        str(path),
+        molColName="ROMol",
+        properties=["name", "conformer_id", "MMFF_ENERGY", "assay"],
+    )
     back = [m for m in Chem.SDMolSupplier(str(path), removeHs=False)]
     assert len(back) == len(ok) == 2 * N
     assert [m.GetProp("_Name") for m in back] == ok["name"].tolist()
@@ -115,8 +129,9 @@ def test_pandastools_writes_every_conformer(per_conformer, tmp_path):
     energies = [float(m.GetProp("MMFF_ENERGY")) for m in back]
     np.testing.assert_allclose(energies, ok["MMFF_ENERGY"].to_numpy(), atol=1e-4)
     for m, src in zip(back, ok["ROMol"], strict=True):  # each record is its own conformer
-        np.testing.assert_allclose(m.GetConformer().GetPositions(),
-                                   src.GetConformer().GetPositions(), atol=1e-3)
+        np.testing.assert_allclose(
+            m.GetConformer().GetPositions(), src.GetConformer().GetPositions(), atol=1e-3
+        )
     # PandasTools reads it back as a frame with the same rows
     loaded = PandasTools.LoadSDF(str(path), removeHs=False)
     assert len(loaded) == len(ok)
@@ -178,8 +193,7 @@ def test_knime_table_per_molecule_holds_all_conformers():
 
 def test_knime_node_script_runs_on_a_stand_in_for_knime(monkeypatch):
     """The node script, run against a minimal stand-in for ``knime.scripting.io``."""
-    frame = pd.DataFrame({"Name": ["a", "b"], "SMILES": ["CCO", "C1CC1("]},
-                         index=["Row0", "Row1"])
+    frame = pd.DataFrame({"Name": ["a", "b"], "SMILES": ["CCO", "C1CC1("]}, index=["Row0", "Row1"])
 
     class Table:
         def __init__(self, df):
@@ -200,8 +214,7 @@ def test_knime_node_script_runs_on_a_stand_in_for_knime(monkeypatch):
     knime = types.ModuleType("knime")
     scripting = types.ModuleType("knime.scripting")
     knime.scripting, scripting.io = scripting, io
-    for name, mod in (("knime", knime), ("knime.scripting", scripting),
-                      ("knime.scripting.io", io)):
+    for name, mod in (("knime", knime), ("knime.scripting", scripting), ("knime.scripting.io", io)):
         monkeypatch.setitem(sys.modules, name, mod)
     runpy.run_path(str(NODE_SCRIPT), run_name="__main__")
     out = io.output_tables[0].df
