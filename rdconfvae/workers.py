@@ -16,7 +16,9 @@ The pool is created on first use and kept for the life of the process (one per
 milliseconds with the parent's loaded model, and scripts need no
 ``if __name__ == "__main__"`` guard. Elsewhere they are spawned: the first call
 pays the start-up (imports and model load, a few seconds) and, as with any
-``multiprocessing`` use there, a script must guard its entry point. A daemonic
+``multiprocessing`` use there, a script must guard its entry point. A pool that is
+replaced is stopped together with its manager thread before the new one forks, so no
+thread of ours runs in the parent at a fork. A daemonic
 process (a ``multiprocessing.Pool`` worker) cannot have children: there
 ``num_threads`` falls back to the caller's process.
 """
@@ -117,6 +119,7 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     interpreter exit held the test run for 14+ minutes).
     """
     procs = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     deadline = time.monotonic() + SHUTDOWN_GRACE_S
     for proc in procs:
@@ -128,6 +131,12 @@ def _stop(pool: ProcessPoolExecutor) -> None:
             if proc.is_alive():
                 proc.kill()
                 proc.join(1.0)
+    # The executor's manager thread outlives its workers briefly. The next pool forks its
+    # workers from this process, and a fork while another thread runs can hand a child a
+    # lock held forever (measured: that thread was still alive at 9 of 30 pool
+    # replacements), so wait for it too, bounded like the workers.
+    if manager is not None and manager is not threading.current_thread():
+        manager.join(max(1.0, deadline - time.monotonic()))
 
 
 def shutdown() -> None:

@@ -376,6 +376,34 @@ def test_a_pool_broken_by_a_dead_worker_is_replaced():
     assert rdconfvae.embed(mol, n=20, seed=0, num_threads=2) == list(range(20))
 
 
+def test_a_replaced_pool_leaves_no_thread_running(monkeypatch):
+    """A new pool forks its workers from this process: the old pool's manager thread must be
+    gone by then (a fork while another thread runs can leave a child a lock held forever).
+    The manager thread is slowed down at its exit so the race is decided every time."""
+    import time
+    from concurrent.futures import process
+
+    from rdconfvae import workers
+    from rdconfvae.modelstore import load_model
+
+    real_join = process._ExecutorManagerThread.join_executor_internals
+
+    def slow_join(self):
+        time.sleep(1.0)
+        real_join(self)
+
+    monkeypatch.setattr(process._ExecutorManagerThread, "join_executor_internals", slow_join)
+    weights = load_model().path.parent
+    workers.shutdown()
+    old = workers.get_pool(2, weights)
+    assert old.submit(abs, -1).result(timeout=30) == 1
+    manager = old._executor_manager_thread
+    assert manager.is_alive()
+    assert workers.get_pool(3, weights) is not old  # stops the old pool, then a new one
+    assert not manager.is_alive()
+    workers.shutdown()
+
+
 def test_chunks_depend_on_the_sample_count_only():
     assert api._chunks(50) == [13, 13, 12, 12]
     assert api._chunks(16) == [16] and api._chunks(17) == [9, 8]
