@@ -365,17 +365,21 @@ def embed_file(
             f"rdconfvae: no checkpoint at {prog_path}: starting from the beginning", file=sys.stderr
         )
     already = state["done"]
-    if resume and already and json.loads(prog_path.read_text()).get("complete"):
+
+    def summary(seconds: float) -> BatchSummary:
         return BatchSummary(
-            already,
+            state["done"],
             state["ok"],
             state["failed"],
-            0.0,
+            seconds,
             already,
             str(out),
             str(errors),
             state["conformers"],
         )
+
+    if resume and already and json.loads(prog_path.read_text()).get("complete"):
+        return summary(0.0)
 
     total = None
     show = sys.stderr.isatty() if progress is None else progress
@@ -419,13 +423,4 @@ def embed_file(
         bar.close()
     state["out_offset"], state["err_offset"] = sink.close()
     save(True)
-    return BatchSummary(
-        state["done"],
-        state["ok"],
-        state["failed"],
-        time.perf_counter() - t0,
-        already,
-        str(out),
-        str(errors),
-        state["conformers"],
-    )
+    return summary(time.perf_counter() - t0)

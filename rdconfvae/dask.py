@@ -421,6 +421,21 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _timing_row(
+    mode: str, workers: int, wall: float, cpu: float, n_mols: int, **extra: Any
+) -> dict[str, Any]:
+    """One row of :func:`bench_throughput`: wall seconds, molecules per second and CPU
+    seconds per molecule for ``n_mols`` molecules, plus the mode's own ``extra`` fields."""
+    return {
+        "mode": mode,
+        "workers": workers,
+        "seconds": wall,
+        "mol_per_s": n_mols / wall,
+        "cpu_s_per_mol": cpu / n_mols,
+        **extra,
+    }
+
+
 def bench_throughput(
     molecules: Sequence[tuple[str, str]],
     n: int = 10,
@@ -462,16 +477,7 @@ def bench_throughput(
     t0, c0 = time.perf_counter(), time.process_time()
     reference = [embed_one(smi, name, i, options) for i, (name, smi) in enumerate(mols)]
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    rows.append(
-        {
-            "mode": "in-process embed_one loop",
-            "workers": 1,
-            "seconds": wall,
-            "mol_per_s": len(mols) / wall,
-            "cpu_s_per_mol": cpu / len(mols),
-            "load_s": load_s,
-        }
-    )
+    rows.append(_timing_row("in-process embed_one loop", 1, wall, cpu, len(mols), load_s=load_s))
 
     if cli:
         with tempfile.TemporaryDirectory() as tmp:
@@ -506,15 +512,15 @@ def bench_throughput(
             c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
         rows.append(
-            {
-                "mode": "CLI `rdconfvae embed` (whole command)",
-                "workers": 1,
-                "seconds": wall,
-                "mol_per_s": len(mols) / wall,
-                "cpu_s_per_mol": cpu / len(mols),
-                "returncode": proc.returncode,
-                "command": " ".join(["python", *cmd[1:]]),
-            }
+            _timing_row(
+                "CLI `rdconfvae embed` (whole command)",
+                1,
+                wall,
+                cpu,
+                len(mols),
+                returncode=proc.returncode,
+                command=" ".join(["python", *cmd[1:]]),
+            )
         )
 
     for k in workers:
@@ -534,15 +540,15 @@ def bench_throughput(
             wall = time.perf_counter() - t0
             cpu = sum(client.run(_cpu_seconds).values()) - c0
         rows.append(
-            {
-                "mode": f"Dask LocalCluster, {k} worker(s) x 1 thread",
-                "workers": k,
-                "seconds": wall,
-                "mol_per_s": len(mols) / wall,
-                "cpu_s_per_mol": cpu / len(mols),
-                "startup_s": startup,
-                "identical": _same_coordinates(reference, results),
-            }
+            _timing_row(
+                f"Dask LocalCluster, {k} worker(s) x 1 thread",
+                k,
+                wall,
+                cpu,
+                len(mols),
+                startup_s=startup,
+                identical=_same_coordinates(reference, results),
+            )
         )
     return {
         "molecules": len(mols),
