@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-import threading
+import os
+import sys
 import warnings
 
 from rdkit import Chem
@@ -16,23 +17,52 @@ from rdconfvae.refine import mmff_minimize
 
 __all__ = ["FallbackWarning", "embed_etkdg"]
 
-_fallback_warned = threading.Event()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class FallbackWarning(UserWarning):
-    """A molecule outside the model's domain was embedded with RDKit's ETKDGv3."""
+    """A molecule outside the model's domain was embedded with RDKit's ETKDGv3.
+
+    Issued for every such molecule, naming it and the reason, at the caller's line;
+    silence it the standard way: ``warnings.simplefilter("ignore", FallbackWarning)``.
+    """
 
 
-def embed_etkdg(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
-    """RDKit ETKDGv3 on a copy (hydrogens added when missing), then attached to ``mol``."""
-    if not _fallback_warned.is_set():
-        _fallback_warned.set()
-        warnings.warn(
-            "molecule outside the ConfVAE domain: embedded with RDKit ETKDGv3 instead "
-            f"(conformer property {GENERATOR_PROP!r} says which generator made each conformer)",
-            FallbackWarning,
-            stacklevel=3,
-        )
+def _caller_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside this package (the user's call)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+        _PACKAGE_DIR + os.sep
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def describe(mol: Chem.Mol, limit: int = 80) -> str:
+    """The molecule's name, else its SMILES (shortened), for messages."""
+    if mol.HasProp("_Name") and mol.GetProp("_Name").strip():
+        return mol.GetProp("_Name").strip()
+    try:
+        smiles = Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False))
+    except Exception:  # noqa: BLE001 -- a name for a message, never a failure
+        smiles = f"{mol.GetNumAtoms()}-atom molecule"
+    return smiles if len(smiles) <= limit else smiles[: limit - 3] + "..."
+
+
+def embed_etkdg(
+    mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool, reason: str = ""
+) -> list[int]:
+    """RDKit ETKDGv3 on a copy (hydrogens added when missing), then attached to ``mol``.
+
+    Warns (:class:`FallbackWarning`) once per molecule, naming it and ``reason``."""
+    warnings.warn(
+        f"{describe(mol)}: outside the ConfVAE domain ({reason or 'unsupported'}); embedded "
+        f"with RDKit ETKDGv3 instead (conformer property {GENERATOR_PROP}='etkdg')",
+        FallbackWarning,
+        stacklevel=_caller_stacklevel(),
+    )
     work = Chem.Mol(mol)
     has_h = any(a.GetAtomicNum() == 1 for a in work.GetAtoms())
     full = work if has_h else Chem.AddHs(work)
