@@ -45,7 +45,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -300,6 +300,7 @@ def _generate_fragment(
 ) -> np.ndarray:
     """Up to n stereo-correct heavy-atom conformers (k, N, 3) of one fragment."""
     graph = frag.graph
+    assert graph is not None  # single atoms are placed without the model
     geom = _geometry(frag.mol, graph)
     steps = int(model.manifest.get("inference", {}).get("solver_steps", 30))
     temperature = float(opts.temperature)
@@ -563,7 +564,7 @@ def _run(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
             clock.check("MMFF")
             res = mmff_minimize(
                 full,
-                dielectric=str(opts.dielectric),
+                dielectric=opts.dielectric,
                 dielectric_constant=4.0 if opts.dielectric == "distance" else 1.0,
                 num_threads=threads,
             )
@@ -660,8 +661,9 @@ def _attach(
         conf.SetPositions(np.ascontiguousarray(xyz, dtype=float))
         conf.SetId(start + k)
         conf.SetProp(GENERATOR_PROP, generator)
-        if energies[k] is not None:
-            conf.SetDoubleProp(ENERGY_PROP, float(energies[k]))
+        energy = energies[k]
+        if energy is not None:
+            conf.SetDoubleProp(ENERGY_PROP, float(energy))
             conf.SetBoolProp(CONVERGED_PROP, bool(converged[k]))
         mol.AddConformer(conf, assignId=False)
         ids.append(start + k)
@@ -682,12 +684,13 @@ def _etkdg(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int
     has_h = any(a.GetAtomicNum() == 1 for a in work.GetAtoms())
     full = work if has_h else Chem.AddHs(work)
     params = rdDistGeom.ETKDGv3()
-    params.randomSeed = _resolve_seed(opts.randomSeed)
-    params.numThreads = int(opts.numThreads or 0)
-    params.pruneRmsThresh = float(opts.pruneRmsThresh or -1.0)
-    params.enforceChirality = bool(opts.enforceChirality)
+    # rdkit's stubs type these fields as EmbedParameters: the ignores are for that
+    params.randomSeed = _resolve_seed(opts.randomSeed)  # type: ignore[assignment]
+    params.numThreads = int(opts.numThreads or 0)  # type: ignore[assignment]
+    params.pruneRmsThresh = float(opts.pruneRmsThresh or -1.0)  # type: ignore[assignment]
+    params.enforceChirality = bool(opts.enforceChirality)  # type: ignore[assignment]
     if opts.timeout:
-        params.timeout = int(math.ceil(float(opts.timeout)))
+        params.timeout = int(math.ceil(float(opts.timeout)))  # type: ignore[assignment]
     ids = list(rdDistGeom.EmbedMultipleConfs(full, int(n), params))
     if not ids:
         raise EmbeddingFailedError("ETKDGv3 fallback produced no conformer")
@@ -696,7 +699,7 @@ def _etkdg(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int
     if mmff:
         res = mmff_minimize(
             full,
-            dielectric=str(opts.dielectric),
+            dielectric=opts.dielectric,
             dielectric_constant=4.0 if opts.dielectric == "distance" else 1.0,
             num_threads=int(opts.numThreads or 0),
         )
@@ -733,7 +736,7 @@ def embed(
     prune_rms: float = -1.0,
     num_threads: int = 1,
     timeout: float | None = None,
-    fallback: str = "raise",
+    fallback: Literal["raise", "etkdg"] = "raise",
     params: EmbedParameters | Any | None = None,
 ) -> list[int]:
     """Embed ``n`` conformers of ``mol`` in place with the ConfVAE; return their ids.

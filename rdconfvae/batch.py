@@ -64,7 +64,9 @@ class InputRecord:
 
 
 def _sdf_opener(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]
+    return open(path, "rb")
 
 
 def read_molecules(path: str | Path) -> Iterator[InputRecord]:

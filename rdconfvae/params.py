@@ -10,7 +10,7 @@ ignored (listed in ``RDKIT_IGNORED``).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -104,6 +104,20 @@ class EmbedParameters:
     """
 
     __slots__ = tuple(_FIELDS) + RDKIT_IGNORED
+
+    # the types of the fields in _FIELDS, for type checkers (values live in the slots)
+    randomSeed: int
+    clearConfs: bool
+    pruneRmsThresh: float
+    numThreads: int
+    enforceChirality: bool
+    maxAttempts: int
+    timeout: float
+    mmff: bool
+    polishIters: int | None
+    dielectric: Literal["distance", "constant"]
+    fallback: Literal["etkdg", "raise"]
+    temperature: float
 
     def __init__(self, **kwargs: Any) -> None:
         for name, value in _FIELDS.items():

@@ -39,6 +39,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -186,7 +187,8 @@ def _check_exclusions(records: list, names_are_ccd_codes: bool) -> None:
 
 def featurize_records(records: list, max_heavy: int) -> tuple[list[Example], dict[str, int]]:
     """Heavy-atom graphs + coordinates; molecules the featurizer rejects are counted."""
-    examples, skipped = [], {}
+    examples: list[Example] = []
+    skipped: dict[str, int] = {}
     for rec in records:
         try:
             heavy, heavy_idx = fz.heavy_atom_mol(rec.mol)
@@ -329,7 +331,8 @@ def batch_loss(
 
 
 def _unwrap(model: torch.nn.Module) -> ConfVAE:
-    return model.module if hasattr(model, "module") else model  # DistributedDataParallel
+    inner = model.module if hasattr(model, "module") else model  # DistributedDataParallel
+    return cast(ConfVAE, inner)
 
 
 def train_step(
@@ -542,7 +545,7 @@ def train(
         net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
     gen = torch.Generator().manual_seed(preset.seed)
-    state = {
+    state: dict[str, Any] = {
         "epoch": 0,
         "step": 0,
         "best": math.inf,
