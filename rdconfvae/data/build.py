@@ -87,7 +87,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: ETKDGv3 embeddings per molecule (chosen by ``coverage`` on Platinum, see the README).
+#: ETKDGv3 embeddings per molecule (chosen by ``coverage`` on Platinum, see docs/training-data.md).
 DEFAULT_SAMPLES = 100
 #: Energy window, kcal/mol above the molecule's lowest conformer.
 DEFAULT_WINDOW = 20.0
