@@ -235,7 +235,7 @@ class _Job:
         self.deadline.check("MMFF")
         res = mmff_minimize(
             full,
-            dielectric=str(self.opts.dielectric),
+            dielectric=self.opts.dielectric,
             dielectric_constant=4.0 if self.opts.dielectric == "distance" else 1.0,
             num_threads=self.threads,
         )
@@ -363,10 +363,10 @@ class _Job:
         self.deadline.check("pruning")
         sub = batch.heavy_xyz[keep]
         rms = superposed_rmsd(sub, sub, symmetry_matches(self.heavy, self.heavy))
-        energies = batch.energies
+        energies = [e if e is not None else 0.0 for e in batch.energies]
         order = (
             sorted(range(len(keep)), key=lambda i: energies[keep[i]])
-            if energies[0] is not None
+            if batch.energies[0] is not None
             else None
         )
         return [keep[i] for i in prune_indices(rms, float(thresh), order)]

@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import warnings
+from types import FrameType
 
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
@@ -30,7 +31,7 @@ class FallbackWarning(UserWarning):
 
 def _caller_stacklevel() -> int:
     """``stacklevel`` of the first frame outside this package (the user's call)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
         _PACKAGE_DIR + os.sep
@@ -67,12 +68,13 @@ def embed_etkdg(
     has_h = any(a.GetAtomicNum() == 1 for a in work.GetAtoms())
     full = work if has_h else Chem.AddHs(work)
     params = rdDistGeom.ETKDGv3()
-    params.randomSeed = resolve_seed(opts.randomSeed)
-    params.numThreads = int(opts.numThreads or 0)
-    params.pruneRmsThresh = float(opts.pruneRmsThresh or -1.0)
-    params.enforceChirality = bool(opts.enforceChirality)
+    # rdkit's stubs type these fields as EmbedParameters: the ignores are for that
+    params.randomSeed = resolve_seed(opts.randomSeed)  # type: ignore[assignment]
+    params.numThreads = int(opts.numThreads or 0)  # type: ignore[assignment]
+    params.pruneRmsThresh = float(opts.pruneRmsThresh or -1.0)  # type: ignore[assignment]
+    params.enforceChirality = bool(opts.enforceChirality)  # type: ignore[assignment]
     if opts.timeout:
-        params.timeout = int(math.ceil(float(opts.timeout)))
+        params.timeout = int(math.ceil(float(opts.timeout)))  # type: ignore[assignment]
     ids = list(rdDistGeom.EmbedMultipleConfs(full, int(n), params))
     if not ids:
         raise EmbeddingFailedError("ETKDGv3 fallback produced no conformer")
@@ -81,7 +83,7 @@ def embed_etkdg(
     if mmff:
         res = mmff_minimize(
             full,
-            dielectric=str(opts.dielectric),
+            dielectric=opts.dielectric,
             dielectric_constant=4.0 if opts.dielectric == "distance" else 1.0,
             num_threads=int(opts.numThreads or 0),
         )

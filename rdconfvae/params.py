@@ -119,6 +119,20 @@ class EmbedParameters:
 
     __slots__ = tuple(_FIELDS) + RDKIT_IGNORED
 
+    # the types of the fields in _FIELDS, for type checkers (values live in the slots)
+    randomSeed: int
+    clearConfs: bool
+    pruneRmsThresh: float
+    numThreads: int
+    enforceChirality: bool
+    maxAttempts: int
+    timeout: float
+    mmff: bool
+    polishIters: int
+    dielectric: Dielectric
+    fallback: Fallback
+    temperature: float
+
     def __init__(self, **kwargs: Any) -> None:
         for name, value in _FIELDS.items():
             object.__setattr__(self, name, value)

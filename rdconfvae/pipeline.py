@@ -101,7 +101,9 @@ class EmbedResult:
     @property
     def mol(self) -> Chem.Mol | None:
         """The embedded molecule (a new object on every access), or None on failure."""
-        return Chem.Mol(self.mol_binary) if self.mol_binary is not None else None
+        if self.mol_binary is None:
+            return None
+        return Chem.Mol(self.mol_binary)  # type: ignore[call-overload]  # stubs lack Mol(bytes)
 
     def sdf(self) -> str:
         """SDF text, one record per conformer (see :func:`conformer_records`); '' on failure."""

@@ -216,7 +216,7 @@ def polish_task(mol_binary: bytes, coords: np.ndarray, max_iters: int) -> tuple[
     """
     from rdconfvae.refine import mmff_polish
 
-    mol = Chem.Mol(mol_binary)
+    mol = Chem.Mol(mol_binary)  # type: ignore[call-overload]  # rdkit stubs lack Mol(bytes)
     mol.RemoveAllConformers()
     for x in coords:
         conf = Chem.Conformer(mol.GetNumAtoms())
