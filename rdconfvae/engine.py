@@ -38,6 +38,7 @@ from rdconfvae.attach import attach
 from rdconfvae.bounds import GeometryGate, bounds_refine
 from rdconfvae.deadline import Deadline
 from rdconfvae.errors import EmbeddingFailedError, InvalidInputError
+from rdconfvae.fallback import caller_stacklevel
 from rdconfvae.fragments import Fragment, layout_fragments, split_fragments
 from rdconfvae.geometry import heavy_with_confs, hydrogen_map
 from rdconfvae.modelstore import LoadedModel, load_model
@@ -231,10 +232,16 @@ class _Job:
             workers.polish_in_pool(full, self.polish, self.pool, self.threads, self.deadline)
         self.deadline.check("MMFF polish")
 
-    def _minimize(self, full: Chem.Mol, count: int) -> tuple[list, list]:
+    def _minimize(
+        self, full: Chem.Mol, count: int, conf_ids: list[int] | None = None
+    ) -> tuple[list, list]:
+        """MMFF94s to convergence of ``conf_ids`` (default: all ``count`` conformers)."""
         self.deadline.check("MMFF")
+        if conf_ids is not None:
+            count = len(conf_ids)
         res = mmff_minimize(
             full,
+            conf_ids,
             dielectric=self.opts.dielectric,
             dielectric_constant=4.0 if self.opts.dielectric == "distance" else 1.0,
             num_threads=self.threads,
@@ -245,7 +252,7 @@ class _Job:
                 warnings.warn(
                     "MMFF94s cannot type this molecule: conformers are returned unminimised",
                     RuntimeWarning,
-                    stacklevel=6,
+                    stacklevel=caller_stacklevel(),
                 )
                 self.mmff_warned = True
             return [None] * count, [None] * count
@@ -308,9 +315,23 @@ class _Job:
             # stereo-correct coordinates (cheaper than resampling, and always n conformers)
             flipped = declared_stereo_broken(self.frags, full_xyz[:, :n_heavy])
             full_xyz[flipped] = unpolished[flipped]
-        # a minimised conformer is not moved again (its energy would be stale): one that
-        # fails the gate is replaced instead
-        ok = self._gate(full_xyz, full, repair=not self.mmff)
+        if self.mmff:
+            ok = self._gate(full_xyz, full, repair=False)
+            if not ok.all():
+                # repaired, then minimised again (its energy must be the minimum's), then
+                # checked once more; what still fails is replaced by the caller
+                ids = np.flatnonzero(~ok)
+                self._gate(full_xyz, full, repair=True)
+                confs = list(full.GetConformers())
+                for i in ids:
+                    confs[i].SetPositions(full_xyz[i])
+                again, conv = self._minimize(full, count, [confs[i].GetId() for i in ids])
+                for slot, i in enumerate(ids):
+                    energies[i], converged[i] = again[slot], conv[slot]
+                    full_xyz[i] = confs[i].GetPositions()
+                ok = self._gate(full_xyz, full, repair=False)
+        else:
+            ok = self._gate(full_xyz, full, repair=True)
         if enforce:
             ok &= ~declared_stereo_broken(self.frags, full_xyz[:, :n_heavy])
         heavy_xyz = full_xyz[:, :n_heavy]

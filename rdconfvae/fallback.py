@@ -16,7 +16,7 @@ from rdconfvae.errors import EmbeddingFailedError
 from rdconfvae.params import EmbedParameters, resolve_seed
 from rdconfvae.refine import mmff_minimize
 
-__all__ = ["FallbackWarning", "embed_etkdg"]
+__all__ = ["FallbackWarning", "embed_etkdg", "caller_stacklevel", "describe"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,7 +29,7 @@ class FallbackWarning(UserWarning):
     """
 
 
-def _caller_stacklevel() -> int:
+def caller_stacklevel() -> int:
     """``stacklevel`` of the first frame outside this package (the user's call)."""
     frame: FrameType | None = sys._getframe(1)
     level = 1
@@ -62,7 +62,7 @@ def embed_etkdg(
         f"{describe(mol)}: outside the ConfVAE domain ({reason or 'unsupported'}); embedded "
         f"with RDKit ETKDGv3 instead (conformer property {GENERATOR_PROP}='etkdg')",
         FallbackWarning,
-        stacklevel=_caller_stacklevel(),
+        stacklevel=caller_stacklevel(),
     )
     work = Chem.Mol(mol)
     has_h = any(a.GetAtomicNum() == 1 for a in work.GetAtoms())

@@ -180,7 +180,7 @@ def test_strained_but_real_molecules_embed(smiles):
 
 @pytest.mark.parametrize(
     ("smiles", "n"),
-    [(IMATINIB, 20), (ERYTHROMYCIN, 10), (PEPTIDE, 10)],
+    [(IMATINIB, 10), (ERYTHROMYCIN, 5), (PEPTIDE, 5)],
     ids=["imatinib", "erythromycin", "peptide"],
 )
 @pytest.mark.parametrize("mode", ["default", "raw", "mmff"])
