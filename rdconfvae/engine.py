@@ -302,35 +302,26 @@ class _Job:
             return Batch(coords, coords, energies, converged, ok)
         full = Chem.AddHs(heavy_confs, addCoords=True)
         unpolished = None
+        enforce = bool(self.opts.enforceChirality)
+        n_heavy = self.heavy.GetNumAtoms()
         if self.polish:
             unpolished = np.stack([c.GetPositions() for c in full.GetConformers()])
             self._polish(full)
         elif self.mmff:
+            # the gate judges the start of the minimisation: an MMFF minimum may sit closer
+            # than RDKit's distance-geometry lower bounds (hydrogen bonds)
+            start = np.stack([c.GetPositions() for c in full.GetConformers()])
+            ok = self._gate(start, full, repair=True)
+            for conf, xyz in zip(full.GetConformers(), start, strict=True):
+                conf.SetPositions(xyz)
             energies, converged = self._minimize(full, count)
         full_xyz = np.stack([c.GetPositions() for c in full.GetConformers()])
-        n_heavy = self.heavy.GetNumAtoms()
-        enforce = bool(self.opts.enforceChirality)
         if unpolished is not None and enforce:
             # the rare conformer whose stereo the polish changed keeps its unpolished,
             # stereo-correct coordinates (cheaper than resampling, and always n conformers)
             flipped = declared_stereo_broken(self.frags, full_xyz[:, :n_heavy])
             full_xyz[flipped] = unpolished[flipped]
-        if self.mmff:
-            ok = self._gate(full_xyz, full, repair=False)
-            if not ok.all():
-                # repaired, then minimised again (its energy must be the minimum's), then
-                # checked once more; what still fails is replaced by the caller
-                ids = np.flatnonzero(~ok)
-                self._gate(full_xyz, full, repair=True)
-                confs = list(full.GetConformers())
-                for i in ids:
-                    confs[i].SetPositions(full_xyz[i])
-                again, conv = self._minimize(full, count, [confs[i].GetId() for i in ids])
-                for slot, i in enumerate(ids):
-                    energies[i], converged[i] = again[slot], conv[slot]
-                    full_xyz[i] = confs[i].GetPositions()
-                ok = self._gate(full_xyz, full, repair=False)
-        else:
+        if not self.mmff:
             ok = self._gate(full_xyz, full, repair=True)
         if enforce:
             ok &= ~declared_stereo_broken(self.frags, full_xyz[:, :n_heavy])
