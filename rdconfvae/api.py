@@ -1,4 +1,4 @@
-"""Public embedding API: :func:`embed` and :func:`EmbedMultipleConfs`.
+"""Public embedding API: :func:`embed`, :func:`EmbedMultipleConfs` and :func:`EmbedMolecule`.
 
 Both call the same engine (:func:`rdconfvae.engine.generate`; the stages are listed
 there), differing only in their argument conventions and in how a failure is
@@ -11,6 +11,7 @@ conformers it had.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from rdkit import Chem
@@ -26,7 +27,7 @@ from rdconfvae.errors import (
 from rdconfvae.fallback import FallbackWarning, embed_etkdg
 from rdconfvae.params import EmbedParameters, to_params
 
-__all__ = ["embed", "EmbedMultipleConfs", "GENERATOR_PROP", "FallbackWarning"]
+__all__ = ["embed", "EmbedMultipleConfs", "EmbedMolecule", "GENERATOR_PROP", "FallbackWarning"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def embed(
     timeout: float | None = None,
     fallback: str = "raise",
     params: EmbedParameters | Any | None = None,
+    coord_map: Mapping[int, Any] | None = None,
 ) -> list[int]:
     """Embed ``n`` conformers of ``mol`` in place with the ConfVAE; return their ids.
 
@@ -84,9 +86,13 @@ def embed(
             ``rdconfvae_generator`` records the generator).
         params: an :class:`EmbedParameters` or RDKit ``EmbedParameters`` supplying
             the options; keyword arguments given with a non-default value win.
+        coord_map: RDKit's ``coordMap``, ``{atom index: Point3D}``: every conformer has
+            these (heavy) atoms exactly at these coordinates (:mod:`rdconfvae.constraints`).
 
     Raises:
-        InvalidInputError: ``mol`` is None, empty or does not sanitize; ``n <= 0``.
+        InvalidInputError: ``mol`` is None, empty or does not sanitize; ``n <= 0``; a
+            ``coord_map`` with a bad index or value, a hydrogen, or distances outside
+            RDKit's bounds.
         UnsupportedMoleculeError / MoleculeTooLargeError: outside the model's domain.
         EmbeddingFailedError / EmbeddingTimeoutError: no conformer could be made.
 
@@ -118,6 +124,8 @@ def embed(
         if params is None or value != defaults[key]:
             setattr(opts, key, value)
     opts.fallback = fallback
+    if coord_map is not None:
+        opts.coordMap = coord_map
     return _dispatch(mol, n, opts)
 
 
@@ -160,3 +168,38 @@ def EmbedMultipleConfs(  # noqa: N802 -- RDKit's name
         return []
     except RdConfVAEError:
         raise
+
+
+#: RDKit ``EmbedMolecule`` keywords that are no ``EmbedParameters`` field: accepted, ignored.
+_EMBED_MOLECULE_IGNORED = ("forceTol", "printExpTorsionAngles")
+
+
+def EmbedMolecule(mol: Chem.Mol, params: Any = None, **kwargs: Any) -> int:  # noqa: N802, N803
+    """Drop-in for ``AllChem.EmbedMolecule``: one conformer; its id, or -1 on failure.
+
+    Arguments as :func:`EmbedMultipleConfs` (RDKit's ``EmbedParameters`` or ours as
+    ``params``, or RDKit's keyword names: ``randomSeed``, ``clearConfs``, ``coordMap``,
+    ``maxAttempts``, ``enforceChirality``; ``useRandomCoords``, ``forceTol`` and RDKit's
+    other embedding knobs are accepted and ignored). ``clearConfs=True`` (the default)
+    replaces the existing conformers, so the id is 0; otherwise it follows the largest
+    existing id. On failure -1 is returned and ``mol`` keeps exactly the conformers it
+    had. Bad input (a ``None`` molecule, a bad ``coordMap``) raises
+    :class:`InvalidInputError`, an unknown keyword ``TypeError``.
+
+    >>> from rdkit import Chem
+    >>> m = Chem.AddHs(Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1"))
+    >>> EmbedMolecule(m, randomSeed=7)
+    0
+    """
+    if isinstance(params, int) and not isinstance(params, bool):
+        kwargs.setdefault("maxAttempts", params)  # RDKit's second positional argument
+        params = None
+    for key in list(kwargs):
+        if key in _EMBED_MOLECULE_IGNORED:
+            del kwargs[key]
+        elif key not in EmbedParameters.__slots__:
+            raise TypeError(f"EmbedMolecule() got an unexpected keyword argument {key!r}")
+    if kwargs.get("maxAttempts") == 0:
+        del kwargs["maxAttempts"]  # RDKit's default 0: "use the default"
+    ids = EmbedMultipleConfs(mol, 1, params, **kwargs)
+    return ids[0] if ids else -1

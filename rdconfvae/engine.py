@@ -35,6 +35,7 @@ from rdkit import Chem
 from rdconfvae import featurize as fz
 from rdconfvae import workers
 from rdconfvae.attach import attach
+from rdconfvae.constraints import make_anchored, prepare_anchor
 from rdconfvae.deadline import Deadline
 from rdconfvae.errors import EmbeddingFailedError, InvalidInputError
 from rdconfvae.fragments import Fragment, layout_fragments, split_fragments
@@ -121,6 +122,8 @@ class _Job:
             raise InvalidInputError(f"molecule does not sanitize: {exc}") from exc
         self.heavy, self.heavy_idx = fz.heavy_atom_mol(self.work)
         self.frags: list[Fragment] = split_fragments(self.heavy)
+        # coordMap (rdconfvae.constraints): checked before any work
+        self.anchor = prepare_anchor(self.work, self.heavy_idx, len(self.frags), opts.coordMap)
         self.model: LoadedModel = load_model()
         threads = int(opts.numThreads) if opts.numThreads is not None else 1
         self.threads = threads if threads > 0 else (os.cpu_count() or 1)
@@ -145,6 +148,8 @@ class _Job:
         graph = frag.graph
         assert graph is not None
         geom = bounds_geometry(frag.mol, graph)
+        if self.anchor is not None:
+            geom = self.anchor.geometry(geom)
         temperature = float(self.opts.temperature)
         enforce = bool(self.opts.enforceChirality)
 
@@ -179,7 +184,7 @@ class _Job:
                 )
             return results
 
-        return run
+        return run if self.anchor is None else self.anchor.checked(run)
 
     def _sample(self, k: int, seed: int) -> list[np.ndarray]:
         """Up to k heavy-atom conformers per fragment."""
@@ -209,7 +214,9 @@ class _Job:
         """The default MMFF94s polish of every conformer of ``full`` (typing was checked
         before sampling), split over the worker processes when there are some."""
         self.deadline.check("MMFF polish")
-        if self.pool is None or full.GetNumConformers() < 2:
+        if self.anchor is not None:  # fixed atoms held (one after the other: same result)
+            mmff_polish(full, self.polish, fixed=self.anchor.heavy_idx.tolist())
+        elif self.pool is None or full.GetNumConformers() < 2:
             mmff_polish(full, self.polish)
         else:
             workers.polish_in_pool(full, self.polish, self.pool, self.threads, self.deadline)
@@ -222,6 +229,7 @@ class _Job:
             dielectric=str(self.opts.dielectric),
             dielectric_constant=4.0 if self.opts.dielectric == "distance" else 1.0,
             num_threads=self.threads,
+            fixed=() if self.anchor is None else self.anchor.heavy_idx.tolist(),
         )
         self.deadline.check("MMFF")
         if res is None:
@@ -248,6 +256,8 @@ class _Job:
             )
         coords = layout_fragments(self.heavy, self.frags, per_frag, count)
         heavy_confs = heavy_with_confs(self.heavy, coords)
+        if self.anchor is not None:  # the fixed atoms exactly in place (coordMap)
+            coords = self.anchor.place(heavy_confs)
         energies: list[float | None] = [None] * count
         converged: list[bool | None] = [None] * count
         if not (self.has_h or self.mmff or self.polish):
@@ -323,7 +333,9 @@ def generate(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[i
         raise InvalidInputError(f"number of conformers must be positive, got {n}")
     seed = resolve_seed(opts.randomSeed)
     job = _Job(mol, opts, mmff)
-    if mmff and bool(opts.enforceChirality):
+    if job.anchor is not None:  # coordMap: checked conformers (rdconfvae.constraints)
+        batch = make_anchored(job, n, seed)
+    elif mmff and bool(opts.enforceChirality):
         batch = job.make_stereo_kept(n, seed)
     else:
         batch = job.make(n, seed)

@@ -8,8 +8,10 @@ import warnings
 
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
+from rdkit.Geometry import Point3D
 
 from rdconfvae.attach import GENERATOR_PROP, attach
+from rdconfvae.coordmap import parse_coord_map, superpose_onto
 from rdconfvae.errors import EmbeddingFailedError
 from rdconfvae.params import EmbedParameters, resolve_seed
 from rdconfvae.refine import mmff_minimize
@@ -43,6 +45,9 @@ def embed_etkdg(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> lis
     params.enforceChirality = bool(opts.enforceChirality)
     if opts.timeout:
         params.timeout = int(math.ceil(float(opts.timeout)))
+    points = parse_coord_map(work, opts.coordMap)  # fixed atoms: RDKit's coordMap, aligned
+    if points:
+        params.SetCoordMap({i: Point3D(*map(float, p)) for i, p in points.items()})
     ids = list(rdDistGeom.EmbedMultipleConfs(full, int(n), params))
     if not ids:
         raise EmbeddingFailedError("ETKDGv3 fallback produced no conformer")
@@ -60,4 +65,6 @@ def embed_etkdg(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> lis
             converged = [r.converged for r in res]
     n_atoms = work.GetNumAtoms()
     coords = [full.GetConformer(i).GetPositions()[:n_atoms] for i in ids]
+    if points:
+        coords = [superpose_onto(c, points) for c in coords]
     return attach(mol, coords, energies, converged, "etkdg", bool(opts.clearConfs))

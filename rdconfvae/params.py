@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rdconfvae.coordmap import coord_map_from_json, coord_map_json
 from rdconfvae.errors import InvalidInputError
 
 __all__ = [
@@ -48,6 +49,7 @@ _FIELDS: dict[str, Any] = {
     "dielectric": "distance",  # MMFF dielectric: "distance" (eps = 4r) or "constant"
     "fallback": "etkdg",  # out-of-domain molecules: "etkdg" or "raise"
     "temperature": 1.0,  # scale of the prior's standard deviation when sampling z
+    "coordMap": None,  # {atom index: Point3D}: atoms fixed there (rdconfvae.constraints)
 }
 
 #: RDKit EmbedParameters fields accepted and ignored (no meaning for a learned model).
@@ -129,12 +131,20 @@ class EmbedParameters:
         return {k: getattr(self, k) for k in _FIELDS}
 
     def ToJSON(self) -> str:  # noqa: N802 -- RDKit's name
-        return json.dumps(self.as_dict(), sort_keys=True)
+        data = self.as_dict()
+        data["coordMap"] = coord_map_json(data["coordMap"])
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def FromJSON(cls, text: str) -> EmbedParameters:  # noqa: N802 -- RDKit's name
         data = json.loads(text)
+        if "coordMap" in data:
+            data["coordMap"] = coord_map_from_json(data["coordMap"])
         return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+
+    def SetCoordMap(self, coord_map: Any) -> None:  # noqa: N802 -- RDKit's name
+        """RDKit's setter: ``{atom index: Point3D}`` atoms fixed at those coordinates."""
+        self.coordMap = dict(coord_map)
 
     @classmethod
     def from_rdkit(cls, params: Any) -> EmbedParameters:
