@@ -257,3 +257,16 @@ def test_embed_molecule_contract(monkeypatch):
 def test_embed_molecule_is_exported():
     assert "EmbedMolecule" in rdconfvae.__all__
     assert "constrained_embed" in rdconfvae.__all__
+
+
+def test_doctests():
+    import doctest
+
+    from rdconfvae import constrained
+
+    assert doctest.testmod(constrained, raise_on_error=False).failed == 0
+    result = doctest.DocTestFinder().find(api.EmbedMolecule)
+    runner = doctest.DocTestRunner()
+    for test in result:
+        runner.run(test)
+    assert runner.failures == 0
