@@ -12,6 +12,8 @@ the code under test.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from rdkit import Chem
@@ -157,6 +159,24 @@ def test_coord_map_same_coordinates_for_two_threads():
     rdconfvae.embed(one, n=20, seed=9, coord_map=cmap, num_threads=1)
     rdconfvae.embed(two, n=20, seed=9, coord_map=cmap, num_threads=2)
     np.testing.assert_array_equal(np.stack(_snapshot(one)), np.stack(_snapshot(two)))
+
+
+def test_coord_map_reaches_the_etkdg_fallback():
+    # silicon is outside the model's domain: ETKDGv3 with RDKit's coordMap, then superposed
+    mol = Chem.AddHs(Chem.MolFromSmiles("C[Si](C)(C)OCc1ccccc1"))
+    ref = Chem.Mol(mol)
+    assert AllChem.EmbedMolecule(ref, randomSeed=3) == 0
+    ring = list(range(6, 12))
+    cmap = {i: ref.GetConformer().GetAtomPosition(i) for i in ring}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rdconfvae.FallbackWarning)  # warned once per process
+        ids = rdconfvae.EmbedMultipleConfs(mol, 3, randomSeed=1, coordMap=cmap)
+    assert ids == [0, 1, 2]
+    target = ref.GetConformer().GetPositions()[ring]
+    for cid in ids:
+        assert mol.GetConformer(cid).GetProp("rdconfvae_generator") == "etkdg"
+        xyz = mol.GetConformer(cid).GetPositions()[ring]
+        assert np.sqrt(((xyz - target) ** 2).sum(-1).mean()) < 0.05
 
 
 def test_heavy_atom_molecule_with_coord_map():
