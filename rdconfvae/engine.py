@@ -43,6 +43,7 @@ from rdconfvae.geometry import heavy_with_confs, hydrogen_map
 from rdconfvae.modelstore import LoadedModel, load_model
 from rdconfvae.params import EmbedParameters, check_polish_iters, resolve_seed
 from rdconfvae.prune import prune_indices
+from rdconfvae.ranking import batch_order
 from rdconfvae.refine import mmff_can_type, mmff_minimize, mmff_polish
 from rdconfvae.rmsd import superposed_rmsd, symmetry_matches
 from rdconfvae.sampling import (
@@ -339,6 +340,9 @@ def generate(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[i
         batch = job.make_stereo_kept(n, seed)
     else:
         batch = job.make(n, seed)
+    if job.polish and not mmff and len(batch.all_xyz) > 1:
+        # lowest polished MMFF94s energy first: the first conformers are the most plausible
+        batch = batch.take(batch_order(job, batch))  # (rdconfvae.ranking)
     keep = job.prune(batch)
     # success: now, and only now, touch the caller's molecule
     return attach(
