@@ -153,7 +153,21 @@ class EmbedParameters:
         for name in _FROM_RDKIT:
             if hasattr(params, name):
                 setattr(out, name, getattr(params, name))
+        out.coordMap = rdkit_coord_map(params)
         return out
+
+
+def rdkit_coord_map(params: Any) -> dict[int, Any] | None:
+    """The coordMap set on an RDKit ``EmbedParameters`` with ``SetCoordMap`` (it has no
+    getter; ``EmbedParametersToJSON`` writes it, to 1e-6 A), or None."""
+    from rdkit.Chem import rdDistGeom
+
+    try:
+        data = json.loads(rdDistGeom.EmbedParametersToJSON(params))
+    except Exception:  # not an RDKit EmbedParameters (Boost.Python raises ArgumentError)
+        return None
+    found = data.get("coordMap")
+    return coord_map_from_json(found) if found else None
 
 
 def to_params(params: Any) -> EmbedParameters:

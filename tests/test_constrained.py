@@ -130,6 +130,11 @@ def test_coord_map_in_every_api():
     params.SetCoordMap(cmap)  # RDKit's setter
     assert rdconfvae.EmbedMultipleConfs(mol, 2, params) == [0, 1]
     _assert_at(mol, 1, cmap)
+    rd_params = AllChem.ETKDGv3()  # RDKit's own params: its SetCoordMap is read too
+    rd_params.randomSeed = 5
+    rd_params.SetCoordMap(cmap)
+    assert rdconfvae.EmbedMultipleConfs(mol, 2, rd_params) == [0, 1]
+    _assert_at(mol, 1, cmap)
     assert rdconfvae.EmbedMolecule(mol, coordMap=cmap, randomSeed=3) == 0
     _assert_at(mol, 0, cmap)
     assert rdconfvae.embed(mol, n=2, seed=3, coord_map=cmap, mmff=True) == [0, 1]
