@@ -139,7 +139,8 @@ def EmbedMultipleConfs(  # noqa: N802 -- RDKit's name
 
     ``params`` may be :class:`rdconfvae.EmbedParameters` or RDKit's own
     (``AllChem.ETKDGv3()``): ``randomSeed``, ``clearConfs``, ``pruneRmsThresh``,
-    ``numThreads``, ``enforceChirality`` and ``timeout`` are honoured; RDKit's
+    ``numThreads``, ``enforceChirality``, ``timeout`` and ``coordMap`` (fixed atoms,
+    :mod:`rdconfvae.constraints`) are honoured; RDKit's
     other fields are accepted and ignored. Keyword arguments use RDKit's names
     (``randomSeed=42``, ``pruneRmsThresh=0.5``, ...) plus ours (``mmff``,
     ``polishIters``, ``dielectric``, ``fallback``, ``temperature``, ``maxAttempts``); an unknown
