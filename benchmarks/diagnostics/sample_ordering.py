@@ -84,10 +84,13 @@ def mmff_energies(mol: Chem.Mol) -> list[float]:
     return out
 
 
-def measure(records, m: int, seed: int) -> list[dict]:
+def measure(records, m: int, seed: int, polish_iters: int | None = None) -> list[dict]:
     rows = []
     rec_hook = Recorder()
     engine.sample_chunk = rec_hook
+    ranked = getattr(engine, "batch_order", None)
+    if ranked is not None:  # the sampling order, so that conformer i is recorded sample i
+        engine.batch_order = lambda job, batch: np.arange(len(batch.all_xyz))
     try:
         for k, rec in enumerate(records):
             mol = bench.input_mol(rec)
@@ -96,7 +99,10 @@ def measure(records, m: int, seed: int) -> list[dict]:
             rec_hook.rows = []
             t = time.process_time()
             try:
-                ids = rdconfvae.embed(mol, n=m, seed=seed, num_threads=1)
+                params = None
+                if polish_iters is not None:
+                    params = rdconfvae.EmbedParameters(polishIters=polish_iters)
+                ids = rdconfvae.embed(mol, n=m, seed=seed, num_threads=1, params=params)
             except rdconfvae.RdConfVAEError as exc:
                 log.info("%s: %s", rec.name, exc)
                 continue
@@ -121,6 +127,8 @@ def measure(records, m: int, seed: int) -> list[dict]:
                 log.info("%d / %d", k, len(records))
     finally:
         engine.sample_chunk = rec_hook.orig
+        if ranked is not None:
+            engine.batch_order = ranked
     return rows
 
 
@@ -219,6 +227,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("-m", type=int, default=30, help="samples per molecule")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--polish-iters", type=int, help="polishIters (default: the package's)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if args.analyze is not None:
@@ -237,7 +246,7 @@ def main(argv=None) -> int:
         recs = bench.load_records(args.platinum, "platinum")
     recs = bench.select_records(recs, args.limit, "stratified")
     t = time.time()
-    rows = measure(recs, args.m, args.seed)
+    rows = measure(recs, args.m, args.seed, args.polish_iters)
     summary = policies(rows, args.m)
     info = {
         "command": " ".join(sys.argv),
