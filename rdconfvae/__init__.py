@@ -20,6 +20,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "embed": "rdconfvae.api",
     "EmbedMultipleConfs": "rdconfvae.api",
+    "EmbedMolecule": "rdconfvae.api",
+    "constrained_embed": "rdconfvae.constrained",
     "GENERATOR_PROP": "rdconfvae.api",
     "FallbackWarning": "rdconfvae.api",
     "EmbedParameters": "rdconfvae.params",
@@ -42,7 +44,14 @@ for _name in _ERRORS:
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rdconfvae.api import GENERATOR_PROP, EmbedMultipleConfs, FallbackWarning, embed  # noqa: F401
+    from rdconfvae.api import (  # noqa: F401
+        GENERATOR_PROP,
+        EmbedMolecule,
+        EmbedMultipleConfs,
+        FallbackWarning,
+        embed,
+    )
+    from rdconfvae.constrained import constrained_embed  # noqa: F401
     from rdconfvae.errors import *  # noqa: F403
     from rdconfvae.modelstore import load_model  # noqa: F401
     from rdconfvae.params import EmbedParameters  # noqa: F401

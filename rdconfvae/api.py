@@ -1,4 +1,4 @@
-"""Public embedding API: :func:`embed` and :func:`EmbedMultipleConfs`.
+"""Public embedding API: :func:`embed`, :func:`EmbedMultipleConfs` and :func:`EmbedMolecule`.
 
 Both call the same engine (:func:`rdconfvae.engine.generate`; the stages are listed
 there), differing only in their argument conventions and in how a failure is
@@ -11,6 +11,7 @@ conformers it had.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from rdkit import Chem
@@ -33,7 +34,7 @@ from rdconfvae.params import (
     validate,
 )
 
-__all__ = ["embed", "EmbedMultipleConfs", "GENERATOR_PROP", "FallbackWarning"]
+__all__ = ["embed", "EmbedMultipleConfs", "EmbedMolecule", "GENERATOR_PROP", "FallbackWarning"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def embed(
     timeout: float | None = None,
     fallback: Fallback = "raise",
     params: EmbedParameters | Any | None = None,
+    coord_map: Mapping[int, Any] | None = None,
 ) -> list[int]:
     """Embed ``n`` conformers of ``mol`` in place with the ConfVAE; return their ids.
 
@@ -91,10 +93,14 @@ def embed(
             ``rdconfvae_generator`` records the generator).
         params: an :class:`EmbedParameters` or RDKit ``EmbedParameters`` supplying
             the options; keyword arguments given with a non-default value win.
+        coord_map: RDKit's ``coordMap``, ``{atom index: Point3D}``: every conformer has
+            these (heavy) atoms exactly at these coordinates (:mod:`rdconfvae.constraints`).
 
     Raises:
         InvalidInputError: ``mol`` is None, empty or does not sanitize; ``n`` is not a
-            positive integer; an option has the wrong type or value (the message names it).
+            positive integer; an option has the wrong type or value (the message names it);
+            a ``coord_map`` with a bad index or value, a hydrogen, or distances outside
+            RDKit's bounds.
         UnsupportedMoleculeError / MoleculeTooLargeError: outside the model's domain.
         EmbeddingFailedError / EmbeddingTimeoutError: no conformer could be made.
 
@@ -126,6 +132,8 @@ def embed(
         if params is None or value != defaults[key]:
             setattr(opts, key, value)
     opts.fallback = fallback
+    if coord_map is not None:
+        opts.coordMap = coord_map
     validate(opts, ALIASES)
     validate_mol(mol)
     n = check_count(n, "n")
@@ -144,7 +152,8 @@ def EmbedMultipleConfs(  # noqa: N802 -- RDKit's name
 
     ``params`` may be :class:`rdconfvae.EmbedParameters` or RDKit's own
     (``AllChem.ETKDGv3()``): ``randomSeed``, ``clearConfs``, ``pruneRmsThresh``,
-    ``numThreads``, ``enforceChirality`` and ``timeout`` are honoured; RDKit's
+    ``numThreads``, ``enforceChirality``, ``timeout`` and ``coordMap`` (fixed atoms,
+    :mod:`rdconfvae.constraints`) are honoured; RDKit's
     other fields are accepted and ignored. Keyword arguments use RDKit's names
     (``randomSeed=42``, ``pruneRmsThresh=0.5``, ...) plus ours (``mmff``,
     ``polishIters``, ``dielectric``, ``fallback``, ``temperature``, ``maxAttempts``); an unknown
@@ -180,3 +189,38 @@ def EmbedMultipleConfs(  # noqa: N802 -- RDKit's name
         return []
     except RdConfVAEError:
         raise
+
+
+#: RDKit ``EmbedMolecule`` keywords that are no ``EmbedParameters`` field: accepted, ignored.
+_EMBED_MOLECULE_IGNORED = ("forceTol", "printExpTorsionAngles")
+
+
+def EmbedMolecule(mol: Chem.Mol, params: Any = None, **kwargs: Any) -> int:  # noqa: N802, N803
+    """Drop-in for ``AllChem.EmbedMolecule``: one conformer; its id, or -1 on failure.
+
+    Arguments as :func:`EmbedMultipleConfs` (RDKit's ``EmbedParameters`` or ours as
+    ``params``, or RDKit's keyword names: ``randomSeed``, ``clearConfs``, ``coordMap``,
+    ``maxAttempts``, ``enforceChirality``; ``useRandomCoords``, ``forceTol`` and RDKit's
+    other embedding knobs are accepted and ignored). ``clearConfs=True`` (the default)
+    replaces the existing conformers, so the id is 0; otherwise it follows the largest
+    existing id. On failure -1 is returned and ``mol`` keeps exactly the conformers it
+    had. Bad input (a ``None`` molecule, a bad ``coordMap``) raises
+    :class:`InvalidInputError`, an unknown keyword ``TypeError``.
+
+    >>> from rdkit import Chem
+    >>> m = Chem.AddHs(Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1"))
+    >>> EmbedMolecule(m, randomSeed=7)
+    0
+    """
+    if isinstance(params, int) and not isinstance(params, bool):
+        kwargs.setdefault("maxAttempts", params)  # RDKit's second positional argument
+        params = None
+    for key in list(kwargs):
+        if key in _EMBED_MOLECULE_IGNORED:
+            del kwargs[key]
+        elif key not in EmbedParameters.__slots__:
+            raise TypeError(f"EmbedMolecule() got an unexpected keyword argument {key!r}")
+    if kwargs.get("maxAttempts") == 0:
+        del kwargs["maxAttempts"]  # RDKit's default 0: "use the default"
+    ids = EmbedMultipleConfs(mol, 1, params, **kwargs)
+    return ids[0] if ids else -1

@@ -36,6 +36,7 @@ from rdconfvae import featurize as fz
 from rdconfvae import workers
 from rdconfvae.attach import attach
 from rdconfvae.bounds import GeometryGate, bounds_refine
+from rdconfvae.constraints import prepare_anchor
 from rdconfvae.deadline import Deadline
 from rdconfvae.errors import EmbeddingFailedError, InvalidInputError
 from rdconfvae.fallback import caller_stacklevel
@@ -44,6 +45,7 @@ from rdconfvae.geometry import heavy_with_confs, hydrogen_map
 from rdconfvae.modelstore import LoadedModel, load_model
 from rdconfvae.params import EmbedParameters, check_polish_iters, resolve_seed
 from rdconfvae.prune import prune_indices
+from rdconfvae.ranking import batch_order
 from rdconfvae.refine import mmff_can_type, mmff_minimize, mmff_polish
 from rdconfvae.rmsd import superposed_rmsd, symmetry_matches
 from rdconfvae.sampling import (
@@ -133,6 +135,8 @@ class _Job:
             raise InvalidInputError(f"molecule does not sanitize: {exc}") from exc
         self.heavy, self.heavy_idx = fz.heavy_atom_mol(self.work)
         self.frags: list[Fragment] = split_fragments(self.heavy)
+        # coordMap (rdconfvae.constraints): checked before any work
+        self.anchor = prepare_anchor(self.work, self.heavy_idx, len(self.frags), opts.coordMap)
         self.model: LoadedModel = load_model()
         threads = int(opts.numThreads) if opts.numThreads is not None else 1
         self.threads = threads if threads > 0 else (os.cpu_count() or 1)
@@ -158,6 +162,8 @@ class _Job:
         graph = frag.graph
         assert graph is not None
         geom = bounds_geometry(frag.mol, graph)
+        if self.anchor is not None:
+            geom = self.anchor.geometry(geom)
         temperature = float(self.opts.temperature)
         enforce = bool(self.opts.enforceChirality)
 
@@ -196,7 +202,7 @@ class _Job:
                 )
             return results
 
-        return run
+        return run if self.anchor is None else self.anchor.checked(run)
 
     def _sample(self, k: int, seed: int) -> list[np.ndarray]:
         """Up to k heavy-atom conformers per fragment."""
@@ -226,7 +232,9 @@ class _Job:
         """The default MMFF94s polish of every conformer of ``full`` (typing was checked
         before sampling), split over the worker processes when there are some."""
         self.deadline.check("MMFF polish")
-        if self.pool is None or full.GetNumConformers() < 2:
+        if self.anchor is not None:  # fixed atoms held (one after the other: same result)
+            mmff_polish(full, self.polish, fixed=self.anchor.heavy_idx.tolist())
+        elif self.pool is None or full.GetNumConformers() < 2:
             mmff_polish(full, self.polish)
         else:
             workers.polish_in_pool(full, self.polish, self.pool, self.threads, self.deadline)
@@ -245,6 +253,7 @@ class _Job:
             dielectric=self.opts.dielectric,
             dielectric_constant=4.0 if self.opts.dielectric == "distance" else 1.0,
             num_threads=self.threads,
+            fixed=() if self.anchor is None else self.anchor.heavy_idx.tolist(),
         )
         self.deadline.check("MMFF")
         if res is None:
@@ -271,7 +280,8 @@ class _Job:
         if gate is None:
             gate = self._gates[key] = GeometryGate.for_mol(mol)
         bad = gate.failures(xyz)
-        if repair and bad.any():
+        # with fixed atoms (coordMap) nothing is moved: a failing conformer is replaced
+        if repair and self.anchor is None and bad.any():
             self.deadline.check("geometry check")
             idx = np.flatnonzero(bad)
             sign = np.sign(
@@ -295,6 +305,8 @@ class _Job:
             )
         coords = layout_fragments(self.heavy, self.frags, per_frag, count)
         heavy_confs = heavy_with_confs(self.heavy, coords)
+        if self.anchor is not None:  # the fixed atoms exactly in place (coordMap)
+            coords = self.anchor.place(heavy_confs)
         energies: list[float | None] = [None] * count
         converged: list[bool | None] = [None] * count
         if not (self.has_h or self.mmff or self.polish):
@@ -321,7 +333,12 @@ class _Job:
             # stereo-correct coordinates (cheaper than resampling, and always n conformers)
             flipped = declared_stereo_broken(self.frags, full_xyz[:, :n_heavy])
             full_xyz[flipped] = unpolished[flipped]
-        if not self.mmff:
+        if self.polish:
+            ok = self._gate(full_xyz, full, repair=False)
+            if not ok.all() and self.anchor is None:
+                self._repair_and_polish(full, full_xyz, ~ok, enforce)
+                ok = self._gate(full_xyz, full, repair=False)
+        elif not self.mmff:
             ok = self._gate(full_xyz, full, repair=True)
         if enforce:
             ok &= ~declared_stereo_broken(self.frags, full_xyz[:, :n_heavy])
@@ -332,6 +349,32 @@ class _Job:
         else:
             all_xyz = heavy_xyz
         return Batch(all_xyz, heavy_xyz, energies, converged, ok)
+
+    def _repair_and_polish(
+        self,
+        full: Chem.Mol,
+        full_xyz: np.ndarray,
+        bad: np.ndarray,
+        enforce: bool,
+    ) -> None:
+        """Conformers of the default output that fail the gate: repaired into their bounds,
+        then polished again (the repair knows no planarity), in ``full_xyz`` (K, N, 3).
+        One whose declared stereo the second polish changed keeps its repaired coordinates."""
+        idx = np.flatnonzero(bad)
+        self._gate(full_xyz, full, repair=True)
+        sub = Chem.Mol(full)
+        sub.RemoveAllConformers()
+        for k, i in enumerate(idx):
+            conf = Chem.Conformer(full.GetNumAtoms())
+            conf.SetPositions(np.ascontiguousarray(full_xyz[i]))
+            conf.SetId(k)
+            sub.AddConformer(conf, assignId=False)
+        self._polish(sub)
+        again = np.stack([c.GetPositions() for c in sub.GetConformers()])
+        if enforce:
+            flipped = declared_stereo_broken(self.frags, again[:, : self.heavy.GetNumAtoms()])
+            again[flipped] = full_xyz[idx][flipped]
+        full_xyz[idx] = again
 
     def make_checked(self, n: int, seed: int) -> Batch:
         """n conformers that passed the checks of :meth:`make`; the ones that did not
@@ -395,6 +438,9 @@ def generate(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[i
     seed = resolve_seed(opts.randomSeed)
     job = _Job(mol, opts, mmff)
     batch = job.make_checked(n, seed)
+    if job.polish and not mmff and len(batch.all_xyz) > 1:
+        # lowest polished MMFF94s energy first: the first conformers are the most plausible
+        batch = batch.take(batch_order(job, batch))  # (rdconfvae.ranking)
     keep = job.prune(batch)
     # success: now, and only now, touch the caller's molecule
     return attach(

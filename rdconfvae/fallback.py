@@ -10,9 +10,11 @@ from types import FrameType
 
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
+from rdkit.Geometry import Point3D
 
 from rdconfvae.attach import GENERATOR_PROP, attach
-from rdconfvae.errors import EmbeddingFailedError
+from rdconfvae.coordmap import parse_coord_map, superpose_onto
+from rdconfvae.errors import EmbeddingFailedError, EmbeddingTimeoutError
 from rdconfvae.params import EmbedParameters, resolve_seed
 from rdconfvae.refine import mmff_minimize
 
@@ -75,8 +77,18 @@ def embed_etkdg(
     params.enforceChirality = bool(opts.enforceChirality)  # type: ignore[assignment]
     if opts.timeout:
         params.timeout = int(math.ceil(float(opts.timeout)))  # type: ignore[assignment]
-    ids = list(rdDistGeom.EmbedMultipleConfs(full, int(n), params))
+    points = parse_coord_map(work, opts.coordMap)  # fixed atoms: RDKit's coordMap, aligned
+    if points:
+        cmap = {i: Point3D(*map(float, p)) for i, p in points.items()}
+        params.SetCoordMap(cmap)  # type: ignore[call-arg, arg-type]  # rdkit's stub
+    rdDistGeom.EmbedMultipleConfs(full, int(n), params)
+    # the conformers RDKit kept: at its time limit it can return ids it did not keep
+    ids = [c.GetId() for c in full.GetConformers()]
     if not ids:
+        if opts.timeout:
+            raise EmbeddingTimeoutError(
+                f"ETKDGv3 fallback: no conformer within the timeout of {opts.timeout} s"
+            )
         raise EmbeddingFailedError("ETKDGv3 fallback produced no conformer")
     energies: list[float | None] = [None] * len(ids)
     converged: list[bool | None] = [None] * len(ids)
@@ -92,4 +104,6 @@ def embed_etkdg(
             converged = [r.converged for r in res]
     n_atoms = work.GetNumAtoms()
     coords = [full.GetConformer(i).GetPositions()[:n_atoms] for i in ids]
+    if points:
+        coords = [superpose_onto(c, points) for c in coords]
     return attach(mol, coords, energies, converged, "etkdg", bool(opts.clearConfs))

@@ -159,6 +159,8 @@ def heavy_atom_mol(mol: Chem.Mol) -> tuple[Chem.Mol, list[int]]:
             raise UnsupportedMoleculeError(
                 "a hydrogen could not be removed (e.g. H bonded to two atoms or a lone H)"
             )
+    if not heavy_idx:
+        raise UnsupportedMoleculeError("no heavy atom (H2, H+): nothing for the model to place")
     return out, heavy_idx
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from rdconfvae.coordmap import coord_map_from_json, coord_map_json
 from rdconfvae.errors import InvalidInputError
 
 __all__ = [
@@ -60,6 +61,7 @@ _FIELDS: dict[str, Any] = {
     "dielectric": "distance",  # MMFF dielectric: "distance" (eps = 4r) or "constant"
     "fallback": "etkdg",  # out-of-domain molecules: "etkdg" or "raise"
     "temperature": 1.0,  # scale of the prior's standard deviation when sampling z
+    "coordMap": None,  # {atom index: Point3D}: atoms fixed there (rdconfvae.constraints)
 }
 
 #: RDKit EmbedParameters fields accepted and ignored (no meaning for a learned model).
@@ -132,6 +134,7 @@ class EmbedParameters:
     dielectric: Dielectric
     fallback: Fallback
     temperature: float
+    coordMap: Any  # {atom index: Point3D or 3 numbers} or None
 
     def __init__(self, **kwargs: Any) -> None:
         for name, value in _FIELDS.items():
@@ -155,12 +158,20 @@ class EmbedParameters:
         return {k: getattr(self, k) for k in _FIELDS}
 
     def ToJSON(self) -> str:  # noqa: N802 -- RDKit's name
-        return json.dumps(self.as_dict(), sort_keys=True)
+        data = self.as_dict()
+        data["coordMap"] = coord_map_json(data["coordMap"])
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def FromJSON(cls, text: str) -> EmbedParameters:  # noqa: N802 -- RDKit's name
         data = json.loads(text)
+        if "coordMap" in data:
+            data["coordMap"] = coord_map_from_json(data["coordMap"])
         return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+
+    def SetCoordMap(self, coord_map: Any) -> None:  # noqa: N802 -- RDKit's name
+        """RDKit's setter: ``{atom index: Point3D}`` atoms fixed at those coordinates."""
+        self.coordMap = dict(coord_map)
 
     @classmethod
     def from_rdkit(cls, params: Any) -> EmbedParameters:
@@ -169,7 +180,21 @@ class EmbedParameters:
         for name in _FROM_RDKIT:
             if hasattr(params, name):
                 setattr(out, name, getattr(params, name))
+        out.coordMap = rdkit_coord_map(params)
         return out
+
+
+def rdkit_coord_map(params: Any) -> dict[int, Any] | None:
+    """The coordMap set on an RDKit ``EmbedParameters`` with ``SetCoordMap`` (it has no
+    getter; ``EmbedParametersToJSON`` writes it, to 1e-6 A), or None."""
+    from rdkit.Chem import rdDistGeom
+
+    try:
+        data = json.loads(rdDistGeom.EmbedParametersToJSON(params))
+    except Exception:  # not an RDKit EmbedParameters (Boost.Python raises ArgumentError)
+        return None
+    found = data.get("coordMap")
+    return coord_map_from_json(found) if found else None
 
 
 def to_params(params: Any) -> EmbedParameters:

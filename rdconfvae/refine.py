@@ -11,6 +11,7 @@ onto internal hydrogen bonds. ``dielectric="distance"`` is therefore the default
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,7 +80,9 @@ def mmff_can_type(mol: Chem.Mol, variant: str = "MMFF94s") -> bool:
 POLISH_NONBONDED_CUTOFF = 4.0
 
 
-def mmff_polish(mol: Chem.Mol, max_iters: int, *, variant: str = "MMFF94s") -> bool:
+def mmff_polish(
+    mol: Chem.Mol, max_iters: int, *, variant: str = "MMFF94s", fixed: Sequence[int] = ()
+) -> bool:
     """A short MMFF94s minimisation of every conformer of ``mol``, in place.
 
     Not a minimisation to convergence (that is :func:`mmff_minimize`): the first
@@ -99,6 +102,7 @@ def mmff_polish(mol: Chem.Mol, max_iters: int, *, variant: str = "MMFF94s") -> b
         mol: molecule with explicit H and at least one conformer; changed in place.
         max_iters: optimiser iterations per conformer (> 0).
         variant: ``"MMFF94s"`` (default) or ``"MMFF94"``.
+        fixed: atom indices held in place (``ff.AddFixedPoint``; a coordMap's atoms).
 
     Returns:
         ``False`` when MMFF cannot type the molecule (coordinates left untouched).
@@ -113,6 +117,8 @@ def mmff_polish(mol: Chem.Mol, max_iters: int, *, variant: str = "MMFF94s") -> b
         ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(
             mol, props, nonBondedThresh=POLISH_NONBONDED_CUTOFF, confId=conf.GetId()
         )
+        for i in fixed:
+            ff.AddFixedPoint(int(i))
         ff.Minimize(maxIts=int(max_iters))
     return True
 
@@ -126,6 +132,7 @@ def mmff_minimize(
     variant: str = "MMFF94s",
     max_iters: int = DEFAULT_MAX_ITERS,
     num_threads: int = 1,
+    fixed: Sequence[int] = (),
 ) -> list[MinimizeResult] | None:
     """Minimise conformers of ``mol`` in place with MMFF and store their energies.
 
@@ -141,6 +148,8 @@ def mmff_minimize(
         variant: ``"MMFF94s"`` (default) or ``"MMFF94"``.
         max_iters: iteration cap per conformer.
         num_threads: RDKit worker threads (0 = all cores).
+        fixed: atom indices held in place (``ff.AddFixedPoint``; a coordMap's atoms);
+            conformers are then minimised one after the other.
 
     Returns:
         One :class:`MinimizeResult` per conformer, or ``None`` when MMFF cannot
@@ -154,7 +163,7 @@ def mmff_minimize(
         return None
 
     results: list[MinimizeResult] = []
-    if conf_ids is None and num_threads != 1:
+    if conf_ids is None and num_threads != 1 and not fixed:
         ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props, confId=ids[0])
         out = rdForceFieldHelpers.OptimizeMoleculeConfs(
             mol, ff, numThreads=num_threads, maxIters=max_iters
@@ -164,6 +173,8 @@ def mmff_minimize(
     else:
         for cid in ids:
             ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props, confId=cid)
+            for i in fixed:
+                ff.AddFixedPoint(int(i))
             not_conv = ff.Minimize(maxIts=max_iters)
             results.append(MinimizeResult(cid, float(ff.CalcEnergy()), not_conv == 0))
     for r in results:

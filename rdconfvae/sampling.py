@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
 
+from rdconfvae import constraints, solver
 from rdconfvae import featurize as fz
-from rdconfvae import solver
 from rdconfvae.deadline import Deadline
 from rdconfvae.modelstore import LoadedModel
 
@@ -65,12 +65,16 @@ TIGHT_BOUNDS = 0.25
 class Geometry:
     """Distance-geometry bounds of a fragment's heavy-atom pairs (RDKit's bounds matrix).
 
-    Shapes: lower, upper, weight (P,) in pair order; Angstrom.
+    Shapes: lower, upper, weight (P,) in pair order; Angstrom. ``anchor_idx`` (M,) and
+    ``anchor_xyz`` (M, 3): atoms fixed by a coordMap and their coordinates (empty: none;
+    :mod:`rdconfvae.constraints`).
     """
 
     lower: torch.Tensor
     upper: torch.Tensor
     weight: torch.Tensor
+    anchor_idx: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
+    anchor_xyz: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 3))
 
 
 #: Runs :func:`sample_chunk` on each chunk of latents with its unspecified-stereo signs
@@ -147,6 +151,8 @@ def sample_chunk(
         x = solver.solve(d, w, ones, steps=steps)
         if stress_iters > 0:
             x = solver.polish(x, d, w, ones, iters=stress_iters)
+        if geom.anchor_idx.numel():  # coordMap: the fixed atoms put in place
+            x = constraints.fit_anchor(x, d, w, geom.anchor_idx, geom.anchor_xyz)
     ok = torch.ones(x.shape[0], dtype=torch.bool)
     chiral_idx, chiral_sign, dbl_idx, dbl_cis = stereo_targets(graph, free_signs)
     if chiral_idx.shape[0] == 0 and dbl_idx.shape[0] == 0:
