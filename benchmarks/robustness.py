@@ -1,0 +1,571 @@
+"""Robustness at library scale (issue 21): every input answered, streaming, kill/resume, bad files.
+
+Three parts, each writing into ``benchmarks/results/robustness/`` (``--out``):
+
+``embed``
+    Every molecule of ``../shared/data/smiles/train_pool.smi``, the GEOM-Drugs test SMILES and
+    ``benchmarks/robustness/awkward.smi`` (awkward real chemistry, by category) through the
+    batch path the CLI uses (``batch.ordered_map`` over ``batch._work`` on ``--workers``
+    spawned processes: ``embed_one`` with n = 10, the default output, a per-molecule
+    ``--timeout``). Writes one row per molecule (``embed_outcomes.tsv``: outcome, error type,
+    seconds, conformers, generator) and ``embed_summary.json``: counts per outcome and source,
+    the error types (each checked to be an ``RdConfVAEError`` subclass), the slowest molecules
+    against the timeout, CPU time and peak RSS. A watchdog stops the run and names the
+    molecules in flight when no result arrives for ``--hang-after`` seconds.
+
+``stream``
+    The CLI on a ``--small``-line and a ``--large``-line SMILES file (repeats of the example
+    library, cheap settings ``-n 1 --polish-iters 0``; the streaming code path is the same):
+    peak RSS of the CLI and its largest worker, each run in its own process tree. Then a
+    ``--kills``-times SIGKILL-and-``--resume`` run at random points, whose output must equal the
+    uninterrupted run's byte for byte (``stream_summary.json``).
+
+``badfiles``
+    Damaged inputs (truncated SDF and gzip, binary garbage, a broken SDF record in the middle,
+    CSV without a SMILES column, mixed line endings, non-UTF-8 names, unknown extensions) and an
+    unwritable output through the CLI: exit code, the stderr message and the error file
+    (``badfiles_summary.json``).
+
+Usage (from the project root; the full ``embed`` part takes about an hour on 2 busy cores)::
+
+    nice -n 10 .venv/bin/python benchmarks/robustness.py embed --workers 2 --timeout 30
+    .venv/bin/python benchmarks/robustness.py stream
+    .venv/bin/python benchmarks/robustness.py badfiles
+    .venv/bin/python benchmarks/robustness.py embed --limit 300 --out /tmp/rob   # a quick try
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import hashlib
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "smiles"
+AWKWARD = ROOT / "benchmarks" / "robustness" / "awkward.smi"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "robustness"
+
+
+# ----------------------------------------------------------------------------------- inputs
+
+
+def load_inputs(limit: int | None = None):
+    """(source, name, smiles) for the three input sets, in a fixed order.
+
+    The awkward list comes first, then the two large sets shuffled together (fixed seed), so
+    a run stopped early (``limit``, or a ``STOP`` file in the results folder) has covered an
+    even sample of them.
+    """
+    train, geom, awkward = [], [], []
+    with open(SHARED / "train_pool.smi", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            train.append(("train_pool", row["inchikey"], row["smiles"]))
+    with open(SHARED / "geom_drugs_test_smiles.csv", encoding="utf-8") as fh:
+        for k, row in enumerate(csv.DictReader(fh)):
+            geom.append(("geom_test", f"geom{k + 1}", row["smiles"]))
+    with open(AWKWARD, encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if parts and not parts[0].startswith("#"):
+                awkward.append(("awkward", parts[1], parts[0]))
+    big = train + geom
+    random.Random(21).shuffle(big)  # a run stopped early is an even sample of both sets
+    if limit:
+        big = big[:limit]
+    return awkward + big
+
+
+def _maxrss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def _cpu_s(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+# ------------------------------------------------------------------------------------ embed
+
+
+def _proc_usage(pid: int) -> tuple[float, float]:
+    """(CPU seconds, peak RSS in MB) of a live process, from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        status = Path(f"/proc/{pid}/status").read_text()
+        hwm = next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmHWM"))
+        return cpu, hwm / 1024.0
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0.0, 0.0
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for st in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(st.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(st.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return kids
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from rdconfvae.batch import InputRecord, _work, ordered_map
+    from rdconfvae.pipeline import EmbedOptions
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "STOP").unlink(missing_ok=True)
+    inputs = load_inputs(args.limit)
+    records = [InputRecord(i, f"{src}/{name}", smi) for i, (src, name, smi) in enumerate(inputs)]
+    options = EmbedOptions(n=args.n, timeout=args.timeout, seed=0)
+    print(f"{len(records)} molecules, {options}", file=sys.stderr)
+    meta = {
+        "command": " ".join(["benchmarks/robustness.py", *sys.argv[1:]]),
+        "options": {
+            "n": args.n,
+            "timeout_s": args.timeout,
+            "workers": args.workers,
+            "default output": "polish (the package default)",
+            "seed": 0,
+        },
+        "input_molecules": len(records),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    progress = {"done": 0, "last": time.monotonic(), "t0": time.monotonic()}
+    usage: dict[int, tuple[float, float]] = {}  # worker pid -> (cpu s, peak rss MB)
+
+    def sample() -> None:
+        for pid in _children(os.getpid()):
+            cpu, rss = _proc_usage(pid)
+            old = usage.get(pid, (0.0, 0.0))
+            usage[pid] = (max(cpu, old[0]), max(rss, old[1]))
+        main_cpu = _cpu_s(resource.RUSAGE_SELF)
+        loads = meta.setdefault("load_average_samples", [])
+        loads.append(round(os.getloadavg()[0], 2))
+        meta.update(
+            done=progress["done"],
+            wall_s=round(time.monotonic() - progress["t0"], 1),
+            cpu_s={
+                "main": round(main_cpu, 1),
+                "workers": round(sum(c for c, _ in usage.values()), 1),
+            },
+            peak_rss_mb={
+                "main": round(_maxrss_mb(resource.RUSAGE_SELF)),
+                "largest_worker": round(max((r for _, r in usage.values()), default=0.0)),
+            },
+            workers_seen=len(usage),
+        )
+        write_meta()
+
+    def write_meta() -> None:
+        (out / "embed_run.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(15)
+            sample()
+            if time.monotonic() - progress["last"] > args.hang_after:
+                k = progress["done"]
+                meta["hang"] = {
+                    "after_s": args.hang_after,
+                    "in_flight": [r.name for r in records[k : k + 4 * args.workers]],
+                }
+                write_meta()
+                print(f"HANG: {meta['hang']}", file=sys.stderr)
+                os._exit(3)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    stopped = False
+    with open(out / "embed_outcomes.tsv", "w", encoding="utf-8") as fh:
+        fh.write("source\tname\toutcome\terror_type\tseconds\tconformers\tgenerator\terror\n")
+        for res in ordered_map(_work, records, args.workers, options):
+            progress["done"] += 1
+            progress["last"] = time.monotonic()
+            src, name = res.name.split("/", 1)
+            gen = etype = ""
+            if res.ok:
+                gen = ",".join(
+                    sorted(
+                        {
+                            c.GetProp("rdconfvae_generator")
+                            for c in res.mol.GetConformers()
+                            if c.HasProp("rdconfvae_generator")
+                        }
+                    )
+                )
+            else:
+                etype = res.error.split(":", 1)[0]
+            row = [
+                src,
+                name,
+                res.status,
+                etype,
+                f"{res.seconds:.3f}",
+                str(res.n_conformers),
+                gen,
+                res.error,
+            ]
+            fh.write("\t".join(row) + "\n")
+            fh.flush()
+            if progress["done"] % 250 == 0:
+                rate = progress["done"] / (time.monotonic() - progress["t0"])
+                print(f"{progress['done']}/{len(records)} {rate:.2f} mol/s", file=sys.stderr)
+            if (out / "STOP").exists():
+                stopped = True
+                break
+    sample()
+    meta["stopped_early"] = stopped
+    meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    write_meta()
+    return summarise(out)
+
+
+def summarise(out: Path) -> int:
+    """embed_summary.json from embed_outcomes.tsv and embed_run.json (also of a stopped run)."""
+    from rdconfvae import errors
+
+    meta = json.loads((out / "embed_run.json").read_text())
+    with open(out / "embed_outcomes.tsv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    for r in rows:
+        r["seconds"] = float(r["seconds"])
+
+    def documented(etype: str) -> bool:
+        cls = getattr(errors, etype, None)
+        return isinstance(cls, type) and issubclass(cls, errors.RdConfVAEError)
+
+    by_source: dict[str, Counter] = defaultdict(Counter)
+    reasons: dict[str, list] = defaultdict(list)
+    for r in rows:
+        key = f"ok ({r['generator']})" if r["outcome"] == "ok" else f"failed: {r['error_type']}"
+        by_source[r["source"]][key] += 1
+        by_source["all"][key] += 1
+        if r["outcome"] != "ok":
+            reasons[r["error_type"]].append(f"{r['source']}/{r['name']}: {r['error']}")
+    timeout = meta["options"]["timeout_s"]
+    limit = timeout * 1.2 if timeout else None
+    slow = sorted(rows, key=lambda r: -r["seconds"])[:12]
+    summary = {
+        **meta,
+        "molecules_answered": len(rows),
+        "outcomes": {k: dict(v.most_common()) for k, v in sorted(by_source.items())},
+        "undocumented_exceptions": sum(len(v) for t, v in reasons.items() if not documented(t)),
+        "error_types": {
+            t: {"count": len(v), "RdConfVAEError_subclass": documented(t), "examples": v[:8]}
+            for t, v in sorted(reasons.items(), key=lambda kv: -len(kv[1]))
+        },
+        "hangs": 1 if "hang" in meta else 0,
+        "timeout": {
+            "limit_s": timeout,
+            "max_seconds_per_molecule": max((r["seconds"] for r in rows), default=0.0),
+            "over_120_percent_of_limit": []
+            if limit is None
+            else [
+                f"{r['source']}/{r['name']}: {r['seconds']} s" for r in rows if r["seconds"] > limit
+            ],
+            "timed_out": sum(r["error_type"] == "EmbeddingTimeoutError" for r in rows),
+        },
+        "slowest": [f"{r['source']}/{r['name']}: {r['seconds']} s ({r['outcome']})" for r in slow],
+        "rate_mol_per_s": round(len(rows) / meta["wall_s"], 3) if meta.get("wall_s") else None,
+    }
+    (out / "embed_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in ("molecules_answered", "outcomes", "undocumented_exceptions", "timeout")
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------------- stream
+
+
+def _cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "rdconfvae", "embed", *argv]
+
+
+def _measured(cmd: list[str]) -> dict:
+    """Run ``cmd`` through a small wrapper process so RUSAGE_CHILDREN covers only its tree."""
+    code = (
+        "import json, resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL,"
+        " stderr=subprocess.PIPE).returncode\n"
+        "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - t,"
+        " 'cpu_s': r.ru_utime + r.ru_stime, 'peak_rss_mb': r.ru_maxrss / 1024}))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True
+    )
+    return json.loads(res.stdout)
+
+
+def _proc_rss_tree(pid: int) -> float:
+    """Current RSS (MB) of ``pid`` and its descendants, from /proc."""
+    total = 0.0
+    kids = {pid}
+    changed = True
+    stats = {}
+    for st in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = st.read_text().rsplit(")", 1)[1].split()
+            stats[int(st.parent.name)] = (int(fields[1]), int(fields[21]))
+        except (OSError, ValueError, IndexError):
+            continue
+    while changed:
+        changed = False
+        for p, (ppid, _) in stats.items():
+            if ppid in kids and p not in kids:
+                kids.add(p)
+                changed = True
+    page = os.sysconf("SC_PAGE_SIZE")
+    for p in kids:
+        if p in stats:
+            total += stats[p][1] * page / 2**20
+    return total
+
+
+def _library_lines(count: int) -> list[str]:
+    base = [
+        ln.split()[0]
+        for ln in (ROOT / "examples" / "library_200.smi").read_text().split("\n")
+        if ln.strip() and not ln.startswith("#")
+    ]
+    return [f"{base[k % len(base)]} m{k + 1}\n" for k in range(count)]
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cheap = ["-n", "1", "--polish-iters", "0", "--seed", "0", "--progress", "off"]
+    summary: dict = {
+        "command": " ".join(["benchmarks/robustness.py", *sys.argv[1:]]),
+        "settings": " ".join(cheap) + f" --workers {args.workers}",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rss = {}
+        for count in (args.small, args.large):
+            src = tmp / f"in{count}.smi"
+            src.write_text("".join(_library_lines(count)))
+            res = _measured(
+                _cli(str(src), str(tmp / f"o{count}.sdf"), *cheap, "--workers", str(args.workers))
+            )
+            rss[count] = res
+            print(f"{count} lines: {res}", file=sys.stderr)
+        summary["rss"] = {str(k): v for k, v in rss.items()}
+        ratio = rss[args.large]["peak_rss_mb"] / rss[args.small]["peak_rss_mb"]
+        summary["rss_ratio_large_over_small"] = round(ratio, 3)
+        summary["rss_within_10_percent"] = ratio <= 1.10
+
+        # SIGKILL at random points, then --resume, until complete
+        src = tmp / "kill.smi"
+        src.write_text("".join(_library_lines(args.kill_lines)))
+        ref = tmp / "ref.sdf.gz" if args.gz else tmp / "ref.sdf"
+        t = time.perf_counter()
+        subprocess.run(
+            _cli(str(src), str(ref), *cheap, "--workers", str(args.workers)),
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        full_s = time.perf_counter() - t
+        part = tmp / ("part.sdf.gz" if args.gz else "part.sdf")
+        rng = random.Random(args.seed)
+        kills = []
+        first = True
+        for _ in range(args.kills):
+            delay = rng.uniform(0.15, 0.85) * full_s
+            cmd = _cli(str(src), str(part), *cheap, "--workers", str(args.workers))
+            if not first:
+                cmd.append("--resume")
+            first = False
+            proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, start_new_session=True)
+            time.sleep(delay)
+            ended = proc.poll() is not None
+            os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its workers, no clean-up
+            proc.wait()
+            prog = part.with_name(part.name + ".progress.json")
+            done = json.loads(prog.read_text())["done"] if prog.exists() else 0
+            kills.append(
+                {"after_s": round(delay, 2), "checkpoint_done": done, "finished_before_kill": ended}
+            )
+        rc = subprocess.run(
+            _cli(str(src), str(part), *cheap, "--workers", str(args.workers), "--resume"),
+            stderr=subprocess.DEVNULL,
+        ).returncode
+        a, b = part.read_bytes(), ref.read_bytes()
+        if args.gz:
+            a, b = gzip.decompress(a), gzip.decompress(b)
+        summary["kill_resume"] = {
+            "lines": args.kill_lines,
+            "uninterrupted_s": round(full_s, 1),
+            "kills": kills,
+            "final_resume_rc": rc,
+            "identical_bytes": a == b,
+            "sha256": hashlib.sha256(a).hexdigest(),
+            "gzip_output": args.gz,
+        }
+    (out / "stream_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+# --------------------------------------------------------------------------------- badfiles
+
+
+def _bad_inputs(tmp: Path) -> dict[str, Path]:
+    good_smi = "CCO ethanol\nc1ccccc1O phenol\nCC(=O)Nc1ccc(O)cc1 paracetamol\n"
+    from rdkit import Chem
+
+    block = ""
+    for smi, name in (("CCO", "ethanol"), ("c1ccccc1O", "phenol"), ("CCN", "ethylamine")):
+        m = Chem.MolFromSmiles(smi)
+        m.SetProp("_Name", name)
+        block += Chem.MolToMolBlock(m) + "$$$$\n"
+    files = {}
+
+    def put(name: str, data: bytes) -> None:
+        files[name] = tmp / name
+        files[name].write_bytes(data)
+
+    recs = block.split("$$$$\n")
+    put("truncated.sdf", block.encode()[: len(block) * 2 // 3])
+    put(
+        "broken_middle.sdf",
+        (
+            recs[0] + "$$$$\n" + "garbage line\nnot a mol block\n$$$$\n" + recs[2] + "$$$$\n"
+        ).encode(),
+    )
+    gz = gzip.compress(block.encode())
+    put("truncated.sdf.gz", gz[: len(gz) * 2 // 3])
+    put("garbage.smi", random.Random(1).randbytes(3000))
+    put("garbage.sdf", random.Random(2).randbytes(3000))
+    put("garbage.sdf.gz", random.Random(3).randbytes(3000))
+    put("nosmiles.csv", b"id,structure\nm1,CCO\nm2,CCN\n")
+    put("mixed_endings.smi", b"CCO ethanol\r\nc1ccccc1O phenol\rCCN ethylamine\nCCC propane\r\n")
+    put("latin1_names.smi", "CCO \xe9thanol\nCCN amine-\xdf\n".encode("latin-1"))
+    put("utf8_bom.csv", "\ufeffsmiles,name\nCCO,ethanol\n".encode())
+    put("unknown.txt", good_smi.encode())
+    put("empty.smi", b"")
+    return files
+
+
+def run_badfiles(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, path in _bad_inputs(tmp).items():
+            res = tmp / f"{name}.out.sdf"
+            proc = subprocess.run(
+                _cli(str(path), str(res), "-n", "1", "--progress", "off"),
+                capture_output=True,
+                text=True,
+            )
+            err_file = Path(str(res) + ".errors.tsv")
+            recs = res.read_text(errors="replace").count("$$$$") if res.exists() else None
+            results[name] = {
+                "rc": proc.returncode,
+                "stderr": [ln.replace(str(tmp) + "/", "") for ln in proc.stderr.splitlines()],
+                "conformer_records": recs,
+                "errors_tsv": err_file.read_text(errors="replace").splitlines()
+                if err_file.exists()
+                else None,
+            }
+        src = tmp / "ok.smi"
+        src.write_text("CCO ethanol\n")
+        for label, target in (
+            ("output in a missing folder", tmp / "nodir" / "o.sdf"),
+            ("output is a folder", tmp),
+        ):
+            proc = subprocess.run(
+                _cli(str(src), str(target), "-n", "1", "--progress", "off"),
+                capture_output=True,
+                text=True,
+            )
+            results[label] = {
+                "rc": proc.returncode,
+                "stderr": [ln.replace(str(tmp) + "/", "") for ln in proc.stderr.splitlines()],
+            }
+        for label, ext in (("output .mol2", "o.mol2"), ("output .sdf", "o.sdf")):
+            proc = subprocess.run(
+                _cli(str(src), str(tmp / ext), "-n", "1", "--progress", "off"),
+                capture_output=True,
+                text=True,
+            )
+            results[label] = {
+                "rc": proc.returncode,
+                "stderr": proc.stderr.splitlines(),
+                "side_files": sorted(p.name for p in tmp.glob(ext + ".*")),
+            }
+    (out / "badfiles_summary.json").write_text(json.dumps(results, indent=2) + "\n")
+    for k, v in results.items():
+        print(f"{k:28s} rc={v['rc']} {v['stderr'][-1] if v['stderr'] else ''}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    sub = parser.add_subparsers(dest="part", required=True)
+    p = sub.add_parser("embed", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("-n", type=int, default=10)
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per molecule")
+    p.add_argument(
+        "--hang-after",
+        type=float,
+        default=600.0,
+        help="stop and report a hang after this long without a result",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="an evenly spaced subset of the large sets (+ the awkward list)",
+    )
+    p = sub.add_parser("stream", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--small", type=int, default=1000)
+    p.add_argument("--large", type=int, default=50000)
+    p.add_argument("--kill-lines", type=int, default=1500)
+    p.add_argument("--kills", type=int, default=5)
+    p.add_argument("--seed", type=int, default=21)
+    p.add_argument("--gz", action="store_true", help="kill/resume into a .sdf.gz output")
+    sub.add_parser("badfiles")
+    sub.add_parser("summarise", help="embed_summary.json from a finished or stopped embed run")
+    args = parser.parse_args(argv)
+    if args.part == "summarise":
+        return summarise(Path(args.out))
+    return {"embed": run_embed, "stream": run_stream, "badfiles": run_badfiles}[args.part](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
