@@ -31,11 +31,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from rdconfvae.errors import InvalidInputError
+from rdconfvae.errors import EmbeddingFailedError, InvalidInputError
 from rdconfvae.inputs import InputRecord, count_records, read_molecules
 from rdconfvae.pipeline import EmbedOptions, EmbedResult, embed_one
 
@@ -166,6 +167,18 @@ def _work(record: InputRecord, options: EmbedOptions) -> EmbedResult:
     return result
 
 
+def _crashed(record: InputRecord) -> EmbedResult:
+    """The result of a record whose worker process died while embedding it (twice)."""
+    where = f" ({record.where})" if record.where else ""
+    return EmbedResult(
+        record.index,
+        record.name,
+        "failed",
+        "EmbeddingFailedError: the worker process embedding this molecule died (killed by a "
+        f"signal or crashed in native code), also when retried alone{where}",
+    )
+
+
 def ordered_map(
     fn: Callable[..., Any],
     items: Iterable[Any],
@@ -174,6 +187,7 @@ def ordered_map(
     window: int | None = None,
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
+    on_crash: Callable[[Any], Any] | None = None,
 ) -> Iterator[Any]:
     """``fn(item, *args)`` for every item, in input order, on ``workers`` processes.
 
@@ -182,6 +196,14 @@ def ordered_map(
     are started with the ``spawn`` method (no inherited threads or locks) and run
     ``initializer(*initargs)`` first (default: one torch thread, model loaded once, exit
     with this process).
+
+    A worker that dies (killed by a signal, a crash in native code) takes the pool with
+    it. With ``on_crash`` a new pool is started and the item being waited for is run
+    there alone: if it kills that pool too, ``on_crash(item)`` stands for its result;
+    the other items in flight are run again (``fn`` must be deterministic for the output
+    not to depend on the crash). Three items in a row that kill their pool mean the
+    workers cannot work at all (a failing ``initializer``): ``BrokenProcessPool`` is
+    raised. Without ``on_crash`` the first crash raises it.
     """
     if workers <= 1:
         for item in items:
@@ -191,16 +213,50 @@ def ordered_map(
     if initializer is None:
         initializer, initargs = _init_worker, (os.getpid(),)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=initializer, initargs=initargs
-    ) as pool:
-        pending: deque[Future[Any]] = deque()
+
+    def start() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=initializer, initargs=initargs
+        )
+
+    pool = start()
+    pending: deque[tuple[Any, Future[Any]]] = deque()
+    crashes = 0  # items in a row that killed their pool
+
+    def take() -> Any:
+        nonlocal pool, crashes
+        item, future = pending.popleft()
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            if on_crash is None:
+                raise
+        pool.shutdown(wait=False, cancel_futures=True)
+        pool = start()
+        try:
+            result = pool.submit(fn, item, *args).result()
+            crashes = 0
+        except BrokenProcessPool:
+            crashes += 1
+            if crashes >= 3:
+                raise
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = start()
+            result = on_crash(item)
+        rest = [it for it, _ in pending]
+        pending.clear()
+        pending.extend((it, pool.submit(fn, it, *args)) for it in rest)
+        return result
+
+    try:
         for item in items:
-            pending.append(pool.submit(fn, item, *args))
+            pending.append((item, pool.submit(fn, item, *args)))
             if len(pending) >= window:
-                yield pending.popleft().result()
+                yield take()
         while pending:
-            yield pending.popleft().result()
+            yield take()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # -------------------------------------------------------------------- resumable output
@@ -446,7 +502,13 @@ def embed_file(
             restore = collect_logs()
         init_args = (os.getpid(), capture_logs)
         results = ordered_map(
-            _work, records, workers, options, initializer=_init_worker, initargs=init_args
+            _work,
+            records,
+            workers,
+            options,
+            initializer=_init_worker,
+            initargs=init_args,
+            on_crash=_crashed,
         )
         for result in results:
             for line in result.messages:
@@ -479,6 +541,13 @@ def embed_file(
                 save(False)
         except OSError:
             pass
+        if isinstance(exc, BrokenProcessPool) and prog_path.exists():
+            done = json.loads(prog_path.read_text())["done"]
+            raise EmbeddingFailedError(
+                "worker processes died on 3 molecules in a row: they cannot run (see their "
+                f"messages above); the checkpoint {prog_path} holds the first {done} "
+                "molecules: fix the cause and rerun the same command with --resume"
+            ) from exc
         if isinstance(exc, OSError) and prog_path.exists():
             done = json.loads(prog_path.read_text())["done"]
             raise OSError(

@@ -394,3 +394,23 @@ def test_sigterm_and_sigkill_then_resume_give_the_same_bytes(tmp_path):
     proc.wait()
     subprocess.run([*run, str(part), "--resume", *CHEAP], check=True, capture_output=True)
     assert part.read_bytes() == full.read_bytes()
+
+
+def test_a_worker_that_dies_costs_only_its_molecule():
+    """A dead worker used to end the whole run with BrokenProcessPool; now the molecule it
+    was embedding fails (when it kills a fresh pool too) and the rest come out in order."""
+    import os
+    from concurrent.futures.process import BrokenProcessPool
+
+    from _crashers import die_always, die_on_three
+
+    def crashed(item):
+        return ("died", item)
+
+    run = dict(initializer=os.getpid, on_crash=crashed)
+    got = list(batch.ordered_map(die_on_three, range(8), 2, **run))
+    assert got == [0, 10, 20, ("died", 3), 40, 50, 60, 70]
+    with pytest.raises(BrokenProcessPool):  # workers that cannot work at all
+        list(batch.ordered_map(die_always, range(6), 2, **run))
+    with pytest.raises(BrokenProcessPool):  # without on_crash: as before
+        list(batch.ordered_map(die_on_three, range(8), 2, initializer=os.getpid))
