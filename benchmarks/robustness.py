@@ -63,7 +63,7 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "robustness"
 # ----------------------------------------------------------------------------------- inputs
 
 
-def load_inputs(limit: int | None = None):
+def load_inputs(limit: int | None = None, sets: tuple[str, ...] = ("awkward", "large")):
     """(source, name, smiles) for the three input sets, in a fixed order.
 
     The awkward list comes first, then the two large sets shuffled together (fixed seed), so
@@ -86,7 +86,7 @@ def load_inputs(limit: int | None = None):
     random.Random(21).shuffle(big)  # a run stopped early is an even sample of both sets
     if limit:
         big = big[:limit]
-    return awkward + big
+    return (awkward if "awkward" in sets else []) + (big if "large" in sets else [])
 
 
 def _maxrss_mb(who: int) -> float:
@@ -135,7 +135,7 @@ def run_embed(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "STOP").unlink(missing_ok=True)
-    inputs = load_inputs(args.limit)
+    inputs = load_inputs(args.limit, tuple(args.sets))
     records = [InputRecord(i, f"{src}/{name}", smi) for i, (src, name, smi) in enumerate(inputs)]
     options = EmbedOptions(n=args.n, timeout=args.timeout, seed=0)
     print(f"{len(records)} molecules, {options}", file=sys.stderr)
@@ -149,6 +149,7 @@ def run_embed(args: argparse.Namespace) -> int:
             "seed": 0,
         },
         "input_molecules": len(records),
+        "sets": args.sets,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     progress = {"done": 0, "last": time.monotonic(), "t0": time.monotonic()}
@@ -568,10 +569,17 @@ def main(argv: list[str] | None = None) -> int:
         help="stop and report a hang after this long without a result",
     )
     p.add_argument(
+        "--sets",
+        nargs="+",
+        choices=("awkward", "large"),
+        default=["awkward", "large"],
+        help="awkward: benchmarks/robustness/awkward.smi; large: train pool + GEOM test",
+    )
+    p.add_argument(
         "--limit",
         type=int,
         default=None,
-        help="an evenly spaced subset of the large sets (+ the awkward list)",
+        help="the first N molecules of the shuffled large sets",
     )
     p = sub.add_parser("stream", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--workers", type=int, default=2)

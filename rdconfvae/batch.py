@@ -447,6 +447,11 @@ def embed_file(
         )
     if not src.is_file():
         raise InvalidInputError(f"input file {src} does not exist")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise InvalidInputError(f"output {out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InvalidInputError(f"output {out}: the folder {folder} is not writable")
     fmt = _format(src, input_format)
     workers = (os.cpu_count() or 1) if workers == 0 else max(int(workers), 1)
     prog_path = _progress_path(out)
@@ -561,6 +566,8 @@ def embed_file(
         bar.close()
         restore()
     prog_path.unlink()
+    if state["done"] == 0:
+        log.warning("%s holds no molecules", src)
     return BatchSummary(
         state["done"],
         state["ok"],

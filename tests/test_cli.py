@@ -281,6 +281,9 @@ def test_damaged_and_mislabelled_files(tmp_path, capsys):
     assert main(["embed", str(txt), str(tmp_path / "o.mol2"), "--format", "smi", *CHEAP]) == 2
     assert "name it .sdf or .sdf.gz" in capsys.readouterr().err
     assert not (tmp_path / "o.mol2").exists()
+    missing = tmp_path / "no" / "o.sdf"
+    assert main(["embed", str(txt), str(missing), "--format", "smi", *CHEAP]) == 2
+    assert f"the folder {missing.parent} does not exist" in capsys.readouterr().err
 
 
 def test_write_failure_stops_with_exit_2_and_resumes(tmp_path, monkeypatch, capsys):
