@@ -418,23 +418,36 @@ def run_stream(args: argparse.Namespace) -> int:
         full_s = time.perf_counter() - t
         part = tmp / ("part.sdf.gz" if args.gz else "part.sdf")
         rng = random.Random(args.seed)
+        # kill points: random output sizes, increasing, so each kill falls inside new work
+        # (a resumed run first cuts the file back to its checkpoint, never above the last kill)
+        size = ref.stat().st_size
+        targets = sorted(rng.uniform(0.05, 0.95) * size for _ in range(args.kills))
         kills = []
-        first = True
-        for _ in range(args.kills):
-            delay = rng.uniform(0.15, 0.85) * full_s
+        last = 0
+        for k, target in enumerate(targets):
+            target = max(target, last + 1)
             cmd = _cli(str(src), str(part), *cheap, "--workers", str(args.workers))
-            if not first:
+            if k:
                 cmd.append("--resume")
-            first = False
+            t = time.perf_counter()
             proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, start_new_session=True)
-            time.sleep(delay)
+            while proc.poll() is None and (not part.exists() or part.stat().st_size < target):
+                time.sleep(0.02)
             ended = proc.poll() is not None
-            os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its workers, no clean-up
+            if not ended:
+                os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its workers, no clean-up
             proc.wait()
+            last = part.stat().st_size
             prog = part.with_name(part.name + ".progress.json")
-            done = json.loads(prog.read_text())["done"] if prog.exists() else 0
+            done = json.loads(prog.read_text())["done"] if prog.exists() else None
             kills.append(
-                {"after_s": round(delay, 2), "checkpoint_done": done, "finished_before_kill": ended}
+                {
+                    "after_s": round(time.perf_counter() - t, 2),
+                    "output_bytes_at_kill": last,
+                    "of_bytes": size,
+                    "checkpoint_done": done,
+                    "finished_before_kill": ended,
+                }
             )
         rc = subprocess.run(
             _cli(str(src), str(part), *cheap, "--workers", str(args.workers), "--resume"),
@@ -446,6 +459,7 @@ def run_stream(args: argparse.Namespace) -> int:
         summary["kill_resume"] = {
             "lines": args.kill_lines,
             "uninterrupted_s": round(full_s, 1),
+            "note": "gzip outputs are compared decompressed" if args.gz else "",
             "kills": kills,
             "final_resume_rc": rc,
             "identical_bytes": a == b,
@@ -497,6 +511,12 @@ def _bad_inputs(tmp: Path) -> dict[str, Path]:
     return files
 
 
+def _untmp(lines: list[str] | None, tmp: Path) -> list[str] | None:
+    if lines is None:
+        return None
+    return [ln.replace(str(tmp) + "/", "").replace(str(tmp), "TMP") for ln in lines]
+
+
 def run_badfiles(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -514,9 +534,9 @@ def run_badfiles(args: argparse.Namespace) -> int:
             recs = res.read_text(errors="replace").count("$$$$") if res.exists() else None
             results[name] = {
                 "rc": proc.returncode,
-                "stderr": [ln.replace(str(tmp) + "/", "") for ln in proc.stderr.splitlines()],
+                "stderr": _untmp(proc.stderr.splitlines(), tmp),
                 "conformer_records": recs,
-                "errors_tsv": err_file.read_text(errors="replace").splitlines()
+                "errors_tsv": _untmp(err_file.read_text(errors="replace").splitlines(), tmp)
                 if err_file.exists()
                 else None,
             }
@@ -533,7 +553,7 @@ def run_badfiles(args: argparse.Namespace) -> int:
             )
             results[label] = {
                 "rc": proc.returncode,
-                "stderr": [ln.replace(str(tmp) + "/", "") for ln in proc.stderr.splitlines()],
+                "stderr": _untmp(proc.stderr.splitlines(), tmp),
             }
         for label, ext in (("output .mol2", "o.mol2"), ("output .sdf", "o.sdf")):
             proc = subprocess.run(
@@ -543,12 +563,157 @@ def run_badfiles(args: argparse.Namespace) -> int:
             )
             results[label] = {
                 "rc": proc.returncode,
-                "stderr": proc.stderr.splitlines(),
+                "stderr": _untmp(proc.stderr.splitlines(), tmp),
                 "side_files": sorted(p.name for p in tmp.glob(ext + ".*")),
             }
     (out / "badfiles_summary.json").write_text(json.dumps(results, indent=2) + "\n")
     for k, v in results.items():
         print(f"{k:28s} rc={v['rc']} {v['stderr'][-1] if v['stderr'] else ''}")
+    return 0
+
+
+def _table(rows: list[list[object]], head: list[str]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return out
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """README.md of the results folder from the JSON files the other parts wrote."""
+    out = Path(args.out)
+    lines = [
+        "# Robustness at library scale (issue 21)",
+        "",
+        "Written by `benchmarks/robustness.py report` from the JSON files beside it; each "
+        "part's command is in its JSON (`command`).",
+        "",
+    ]
+    for label, name in (
+        ("", "embed_summary.json"),
+        (" (awkward list again)", "embed_awkward_summary.json"),
+    ):
+        path = out / name
+        if not path.exists():
+            continue
+        e = json.loads(path.read_text())
+        lines += [
+            f"## Every molecule answered{label}",
+            "",
+            f"`{e['command']}`: {e['molecules_answered']} of {e['input_molecules']} "
+            f"molecules answered ({'stopped early' if e.get('stopped_early') else 'all'}),"
+            f" n = {e['options']['n']}, timeout {e['options']['timeout_s']} s, "
+            f"{e['options']['workers']} workers; started {e['started']}.",
+            "",
+        ]
+        sources = [k for k in e["outcomes"] if k != "all"] + ["all"]
+        keys = sorted({k for v in e["outcomes"].values() for k in v})
+        lines += _table(
+            [[k] + [e["outcomes"][s].get(k, 0) for s in sources] for k in keys],
+            ["outcome", *sources],
+        )
+        lines += [
+            "",
+            f"Exceptions that are not `RdConfVAEError` subclasses: "
+            f"**{e['undocumented_exceptions']}**; hangs: **{e['hangs']}**.",
+            "",
+        ]
+        rows = [
+            [
+                t,
+                v["count"],
+                "yes" if v["RdConfVAEError_subclass"] else "**no**",
+                "<br>".join(x[:160] for x in v["examples"][:4]),
+            ]
+            for t, v in e["error_types"].items()
+        ]
+        lines += _table(rows, ["error type", "count", "RdConfVAEError", "examples"])
+        t = e["timeout"]
+        lines += [
+            "",
+            f"Timeout {t['limit_s']} s: slowest molecule {t['max_seconds_per_molecule']}"
+            f" s; over 120 % of the limit: {len(t['over_120_percent_of_limit'])}; timed out:"
+            f" {t['timed_out']}. Wall {e.get('wall_s')} s ({e.get('rate_mol_per_s')} mol/s),"
+            f" CPU {e['cpu_s']['main']} s main + {e['cpu_s']['workers']} s workers, peak "
+            f"RSS {e['peak_rss_mb']['main']} MB main, {e['peak_rss_mb']['largest_worker']} "
+            f"MB largest worker; 1-min load average min/median/max "
+            f"{min(e['load_average_samples'])}/"
+            f"{sorted(e['load_average_samples'])[len(e['load_average_samples']) // 2]}/"
+            f"{max(e['load_average_samples'])} on {os.cpu_count()} cores.",
+            "",
+        ]
+    path = out / "stream_summary.json"
+    if path.exists():
+        st = json.loads(path.read_text())
+        lines += [
+            "## Streaming and SIGKILL-resume",
+            "",
+            f"`{st['command']}`; {st['settings']}; input: {st['input']}.",
+            "",
+        ]
+        rows = []
+        for mode in ("real", "stub"):
+            for count, r in st[f"rss_{mode}"]["runs"].items():
+                rows.append(
+                    [
+                        mode,
+                        count,
+                        r["main_peak_rss_mb"],
+                        r["largest_worker_peak_rss_mb"],
+                        r["wall_s"],
+                        r["rc"],
+                    ]
+                )
+        lines += _table(
+            rows, ["embedding", "lines", "CLI peak RSS MB", "worker peak RSS MB", "wall s", "exit"]
+        )
+        lines += ["", st["rss_stub_note"] + ".", ""]
+        for mode in ("real", "stub"):
+            r = st[f"rss_{mode}"]
+            lines.append(
+                f"- {mode}: largest/smallest CLI peak RSS = "
+                f"{r['main_ratio_largest_over_smallest']} (within 10 %: "
+                f"{r['within_10_percent']})"
+            )
+        kr = st["kill_resume"]
+        lines += [
+            "",
+            f"SIGKILL of the CLI's process group at {len(kr['kills'])} random output "
+            f"sizes of a {kr['lines']}-line run, each followed by `--resume`, then a final "
+            f"`--resume` (exit {kr['final_resume_rc']}): output identical to the "
+            f"uninterrupted run byte for byte: **{kr['identical_bytes']}**.",
+            "",
+        ]
+        lines += _table(
+            [
+                [
+                    k["output_bytes_at_kill"],
+                    k["of_bytes"],
+                    k["checkpoint_done"],
+                    k["finished_before_kill"],
+                ]
+                for k in kr["kills"]
+            ],
+            ["bytes at kill", "of", "checkpointed molecules", "run ended first"],
+        )
+        lines.append("")
+    path = out / "badfiles_summary.json"
+    if path.exists():
+        b = json.loads(path.read_text())
+        lines += [
+            "## Bad files",
+            "",
+            "`benchmarks/robustness.py badfiles`: each through `rdconfvae embed ... -n 1`.",
+            "",
+        ]
+        rows = []
+        for k, v in b.items():
+            last = v["stderr"][-1] if v["stderr"] else ""
+            errs = "<br>".join(v.get("errors_tsv") or [])
+            rows.append([k, v["rc"], last[:150], errs[:200]])
+        lines += _table(rows, ["case", "exit", "last stderr line", "error file"])
+        lines.append("")
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
 
 
@@ -603,9 +768,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gz", action="store_true", help="kill/resume into a .sdf.gz output")
     sub.add_parser("badfiles")
     sub.add_parser("summarise", help="embed_summary.json from a finished or stopped embed run")
+    sub.add_parser("report", help="README.md from the JSON files of the other parts")
     args = parser.parse_args(argv)
     if args.part == "summarise":
         return summarise(Path(args.out))
+    if args.part == "report":
+        return run_report(args)
     return {"embed": run_embed, "stream": run_stream, "badfiles": run_badfiles}[args.part](args)
 
 

@@ -122,14 +122,14 @@ def collect_logs() -> Callable[[], None]:
         return lambda: None
     rdBase.LogToPythonLogger()
     logging.captureWarnings(True)
-    _collector = _Collector()
+    collector = _collector = _Collector()
     saved = []
     for name in ("rdkit", "py.warnings"):
         logger = logging.getLogger(name)
         saved.append((logger, list(logger.handlers), logger.level, logger.propagate))
         for handler in list(logger.handlers):  # rdkit's own handler prints to stderr
             logger.removeHandler(handler)
-        logger.addHandler(_collector)
+        logger.addHandler(collector)
         logger.setLevel(logging.INFO)
         logger.propagate = False
 
@@ -137,7 +137,7 @@ def collect_logs() -> Callable[[], None]:
         global _collector
         logging.captureWarnings(False)
         for logger, handlers, level, propagate in saved:
-            logger.removeHandler(_collector)
+            logger.removeHandler(collector)
             for handler in handlers:
                 logger.addHandler(handler)
             logger.setLevel(level)

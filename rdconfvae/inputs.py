@@ -215,7 +215,7 @@ def _csv_records(path: Path, label: str) -> Iterator[tuple[int, str, str, str]]:
 
 def _sdf_blocks(path: Path, label: str) -> Iterator[tuple[int, str]]:
     """``(first line, text)`` of each SDF record (up to and including ``$$$$``)."""
-    start, block = 0, []
+    start, block = 0, list[str]()
     for number, line in _lines(path, label):
         if not block:
             start = number
