@@ -431,6 +431,7 @@ def embed_file(
         InvalidInputError: unusable input file, an output name not ending in ``.sdf`` or
             ``.sdf.gz``, or a resume whose options or input differ or that has no checkpoint
             although the output exists.
+        WeightsError: the model cannot be loaded (raised before any file is written).
         OSError: files cannot be read or written; a failure to write the output names the
             checkpoint that ``resume=True`` continues from.
     """
@@ -453,6 +454,9 @@ def embed_file(
     if not os.access(folder, os.W_OK):
         raise InvalidInputError(f"output {out}: the folder {folder} is not writable")
     fmt = _format(src, input_format)
+    from rdconfvae.modelstore import load_model
+
+    load_model()  # WeightsError here, before any output file exists
     workers = (os.cpu_count() or 1) if workers == 0 else max(int(workers), 1)
     prog_path = _progress_path(out)
     identity = {
