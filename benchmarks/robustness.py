@@ -712,6 +712,9 @@ def run_report(args: argparse.Namespace) -> int:
             rows.append([k, v["rc"], last[:150], errs[:200]])
         lines += _table(rows, ["case", "exit", "last stderr line", "error file"])
         lines.append("")
+    notes = out / "findings.md"  # written by hand: what the numbers mean, what is left
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
