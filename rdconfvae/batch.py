@@ -20,21 +20,24 @@ gzip file, which every gzip reader accepts), so it can be cut at a member bounda
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
+import logging
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from rdconfvae.errors import InvalidInputError
+from rdconfvae.errors import EmbeddingFailedError, InvalidInputError
+from rdconfvae.inputs import InputRecord, count_records, read_molecules
 from rdconfvae.pipeline import EmbedOptions, EmbedResult, embed_one
 
 __all__ = [
@@ -52,93 +55,16 @@ _CHECKPOINT_EVERY = 100
 _CHECKPOINT_SECONDS = 10.0
 _PROGRESS_FORMAT = 1
 
-
-@dataclass(frozen=True)
-class InputRecord:
-    """One input record: its position, a name, and a SMILES / mol block / Mol (or a problem)."""
-
-    index: int
-    name: str
-    item: Any  # SMILES string or Chem.Mol; None when unreadable
-    problem: str = ""  # why ``item`` is None
-
-
-def _sdf_opener(path: Path) -> IO[bytes]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]
-    return open(path, "rb")
-
-
-def read_molecules(path: str | Path) -> Iterator[InputRecord]:
-    """Stream records from ``.smi`` (``SMILES name`` per line), ``.csv`` (a ``smiles`` column,
-    optional ``name``/``id``), ``.sdf`` or ``.sdf.gz``.
-
-    Unreadable records are yielded with ``item=None`` and the reason, so they can be
-    reported and counted in order. Blank lines and ``#`` comments in ``.smi`` are skipped.
-
-    Raises:
-        InvalidInputError: a CSV without a ``smiles`` column.
-        OSError: the file cannot be opened.
-    """
-    from rdkit import Chem
-
-    path = Path(path)
-    lower = path.name.lower()
-    index = 0
-    if lower.endswith((".sdf", ".sdf.gz")):
-        with _sdf_opener(path) as fh:
-            for mol in Chem.ForwardSDMolSupplier(fh, removeHs=False):
-                if mol is None:
-                    yield InputRecord(index, f"record{index + 1}", None, "unreadable SDF record")
-                else:
-                    title = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else ""
-                    yield InputRecord(index, title or f"record{index + 1}", mol)
-                index += 1
-        return
-    if lower.endswith(".csv"):
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            cols = {c.strip().lower(): c for c in reader.fieldnames or []}
-            smi_col = cols.get("smiles")
-            if smi_col is None:
-                raise InvalidInputError(
-                    f"{path}: no 'smiles' column (columns: {reader.fieldnames})"
-                )
-            name_col = cols.get("name") or cols.get("id")
-            for row in reader:
-                title = (row.get(name_col) or "").strip() if name_col else ""
-                yield InputRecord(index, title or f"mol{index + 1}", (row[smi_col] or "").strip())
-                index += 1
-        return
-    with open(path) as fh:
-        for line in fh:
-            parts = line.strip().split(maxsplit=1)
-            if not parts or parts[0].startswith("#"):
-                continue
-            title = parts[1].strip() if len(parts) > 1 else ""
-            yield InputRecord(index, title or f"mol{index + 1}", parts[0])
-            index += 1
-
-
-def count_records(path: str | Path) -> int:
-    """Number of records :func:`read_molecules` will yield, by a fast text scan."""
-    path = Path(path)
-    lower = path.name.lower()
-    if lower.endswith((".sdf", ".sdf.gz")):
-        with _sdf_opener(path) as fh:
-            return sum(1 for line in fh if line.startswith(b"$$$$"))
-    with open(path, "rb") as fh:
-        if lower.endswith(".csv"):
-            return max(sum(1 for line in fh if line.strip()) - 1, 0)
-        return sum(1 for line in fh if line.strip() and not line.lstrip().startswith(b"#"))
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- parallel map
 
 
-def _init_worker(parent: int) -> None:
+def _init_worker(parent: int, capture: bool = False) -> None:
     """Worker start-up: one torch thread (the processes are the parallelism), model loaded
-    once; the worker ends when ``parent`` does (see :func:`rdconfvae.workers.exit_with_parent`)."""
+    once; the worker ends when ``parent`` does (see :func:`rdconfvae.workers.exit_with_parent`).
+    ``capture``: :func:`collect_logs` in the worker."""
     import torch
 
     from rdconfvae.workers import exit_with_parent
@@ -146,15 +72,111 @@ def _init_worker(parent: int) -> None:
     exit_with_parent(parent)
 
     torch.set_num_threads(1)
+    if capture:
+        collect_logs()
     from rdconfvae.modelstore import load_model
 
     load_model()
 
 
+class _Collector(logging.Handler):
+    """Keeps the messages logged while one molecule is embedded."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().strip()
+        if record.name == "py.warnings":
+            # "path:line: Category: message\n  source line" -> "Category: message"
+            first = text.splitlines()[0] if text else ""
+            parts = first.split(": ", 1)
+            text = parts[1] if len(parts) == 2 else first
+        else:
+            text = "RDKit: " + " ".join(_RDKIT_TIME.sub("", text).split())
+        if not self.lines or self.lines[-1] != text[:500]:  # RDKit often says it twice
+            self.lines.append(text[:500])
+
+
+_collector: _Collector | None = None
+_RDKIT_TIME = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
+
+
+def collect_logs() -> Callable[[], None]:
+    """Keep RDKit's log and Python warnings of this process with each :func:`_work` result.
+
+    RDKit logs to Python's ``logging`` (``rdBase.LogToPythonLogger``) and warnings go to
+    logging (``logging.captureWarnings``); both are kept per molecule in
+    :attr:`EmbedResult.messages` instead of being printed as they come, so lines from
+    worker processes neither interleave with the caller's nor lose their molecule.
+
+    Returns:
+        A function undoing it: warnings printed again, the ``rdkit`` logger's handlers back
+        (RDKit keeps logging through Python, to stderr as RDKit does in Jupyter).
+    """
+    global _collector
+    from rdkit import rdBase
+
+    if _collector is not None:
+        return lambda: None
+    rdBase.LogToPythonLogger()
+    logging.captureWarnings(True)
+    collector = _collector = _Collector()
+    saved = []
+    for name in ("rdkit", "py.warnings"):
+        logger = logging.getLogger(name)
+        saved.append((logger, list(logger.handlers), logger.level, logger.propagate))
+        for handler in list(logger.handlers):  # rdkit's own handler prints to stderr
+            logger.removeHandler(handler)
+        logger.addHandler(collector)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+    def restore() -> None:
+        global _collector
+        logging.captureWarnings(False)
+        for logger, handlers, level, propagate in saved:
+            logger.removeHandler(collector)
+            for handler in handlers:
+                logger.addHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+        _collector = None
+
+    return restore
+
+
 def _work(record: InputRecord, options: EmbedOptions) -> EmbedResult:
+    """:func:`embed_one` for a record; a failure's reason names where the record is (and
+    RDKit's first message about it); the lines logged meanwhile are kept with the result."""
     if record.item is None:
-        return EmbedResult(record.index, record.name, "failed", record.problem)
-    return embed_one(record.item, record.name, record.index, options)
+        problem = f"InvalidInputError: {record.problem}"
+        return EmbedResult(record.index, record.name, "failed", problem)
+    if _collector is not None:
+        _collector.lines = []
+    result = embed_one(record.item, record.name, record.index, options)
+    messages = tuple(_collector.lines) if _collector is not None else ()
+    if not result.ok:
+        where = [record.where] if record.where else []
+        where += [m for m in messages if m.startswith("RDKit: ")][:1]
+        if where:
+            result = replace(result, error=f"{result.error} ({'; '.join(where)})")
+    if messages:
+        result = replace(result, messages=messages)
+    return result
+
+
+def _crashed(record: InputRecord) -> EmbedResult:
+    """The result of a record whose worker process died while embedding it (twice)."""
+    where = f" ({record.where})" if record.where else ""
+    return EmbedResult(
+        record.index,
+        record.name,
+        "failed",
+        "EmbeddingFailedError: the worker process embedding this molecule died (killed by a "
+        f"signal or crashed in native code), also when retried alone{where}",
+    )
 
 
 def ordered_map(
@@ -165,6 +187,7 @@ def ordered_map(
     window: int | None = None,
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
+    on_crash: Callable[[Any], Any] | None = None,
 ) -> Iterator[Any]:
     """``fn(item, *args)`` for every item, in input order, on ``workers`` processes.
 
@@ -173,6 +196,14 @@ def ordered_map(
     are started with the ``spawn`` method (no inherited threads or locks) and run
     ``initializer(*initargs)`` first (default: one torch thread, model loaded once, exit
     with this process).
+
+    A worker that dies (killed by a signal, a crash in native code) takes the pool with
+    it. With ``on_crash`` a new pool is started and the item being waited for is run
+    there alone: if it kills that pool too, ``on_crash(item)`` stands for its result;
+    the other items in flight are run again (``fn`` must be deterministic for the output
+    not to depend on the crash). Three items in a row that kill their pool mean the
+    workers cannot work at all (a failing ``initializer``): ``BrokenProcessPool`` is
+    raised. Without ``on_crash`` the first crash raises it.
     """
     if workers <= 1:
         for item in items:
@@ -182,16 +213,50 @@ def ordered_map(
     if initializer is None:
         initializer, initargs = _init_worker, (os.getpid(),)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=initializer, initargs=initargs
-    ) as pool:
-        pending: deque[Future[Any]] = deque()
+
+    def start() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=initializer, initargs=initargs
+        )
+
+    pool = start()
+    pending: deque[tuple[Any, Future[Any]]] = deque()
+    crashes = 0  # items in a row that killed their pool
+
+    def take() -> Any:
+        nonlocal pool, crashes
+        item, future = pending.popleft()
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            if on_crash is None:
+                raise
+        pool.shutdown(wait=False, cancel_futures=True)
+        pool = start()
+        try:
+            result = pool.submit(fn, item, *args).result()
+            crashes = 0
+        except BrokenProcessPool:
+            crashes += 1
+            if crashes >= 3:
+                raise
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = start()
+            result = on_crash(item)
+        rest = [it for it, _ in pending]
+        pending.clear()
+        pending.extend((it, pool.submit(fn, it, *args)) for it in rest)
+        return result
+
+    try:
         for item in items:
-            pending.append(pool.submit(fn, item, *args))
+            pending.append((item, pool.submit(fn, item, *args)))
             if len(pending) >= window:
-                yield pending.popleft().result()
+                yield take()
         while pending:
-            yield pending.popleft().result()
+            yield take()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # -------------------------------------------------------------------- resumable output
@@ -200,11 +265,12 @@ def ordered_map(
 class ResumableOutput:
     """SDF output + error TSV that can be cut back to the last checkpoint and appended to.
 
-    Used by the embedding CLI and the ensemble builder. A ``.gz`` output gets one gzip
-    member per checkpoint interval (closed by :meth:`checkpoint`), so a checkpoint is
+    Used by the embedding CLI, the ensemble builder and the Dask writer. A ``.gz`` output gets
+    one gzip member per checkpoint interval (closed by :meth:`checkpoint`), so a checkpoint is
     always at a member boundary; multi-member gzip is standard gzip. A file shorter than
     its checkpoint (changed after the interrupted run) raises ``error`` (default
-    :class:`InvalidInputError`).
+    :class:`InvalidInputError`). With ``lazy_errors`` the error file is created only when the
+    first error is written (an old one is removed when the run starts from an empty error file).
     """
 
     def __init__(
@@ -215,13 +281,18 @@ class ResumableOutput:
         err_offset: int = 0,
         *,
         error: type[Exception] = InvalidInputError,
+        lazy_errors: bool = False,
     ) -> None:
         self.out_path, self.err_path = out, errors
         self.gz = out.name.lower().endswith(".gz")
         self._error = error
         self._out = self._open_at(out, out_offset)
+        self._err: IO[bytes] | None = None
         try:
-            self._err = self._open_at(errors, err_offset)
+            if lazy_errors and err_offset == 0:
+                errors.unlink(missing_ok=True)
+            else:
+                self._err = self._open_at(errors, err_offset)
         except Exception:
             self._out.close()
             raise
@@ -254,7 +325,10 @@ class ResumableOutput:
 
     def write_error(self, name: str, error: str) -> None:
         """Append one ``name<TAB>error`` line (whitespace in either folded to spaces)."""
-        self._err.write(f"{' '.join(name.split())}\t{' '.join(error.split())}\n".encode())
+        if self._err is None:
+            self._err = open(self.err_path, "wb")
+        line = f"{' '.join(name.split())}\t{' '.join(error.split())}\n"
+        self._err.write(line.encode("utf-8", "replace"))
 
     def write(self, result: EmbedResult) -> None:
         if result.ok:
@@ -268,15 +342,24 @@ class ResumableOutput:
             self._segment.close()  # writes the member trailer, leaves the file open
             self._segment = None
         for fh in (self._out, self._err):
-            fh.flush()
-            os.fsync(fh.fileno())
-        return self._out.tell(), self._err.tell()
+            if fh is not None:
+                fh.flush()
+                os.fsync(fh.fileno())
+        return self._out.tell(), self._err.tell() if self._err is not None else 0
 
     def close(self) -> tuple[int, int]:
-        offsets = self.checkpoint()
-        self._out.close()
-        self._err.close()
-        return offsets
+        """:meth:`checkpoint`, then close both files (also when the checkpoint fails)."""
+        try:
+            return self.checkpoint()
+        finally:
+            self._out.close()
+            if self._err is not None:
+                self._err.close()
+
+    @property
+    def has_errors(self) -> bool:
+        """Whether the error file exists (it holds at least one line, or an earlier run's)."""
+        return self._err is not None
 
 
 def _progress_path(out: Path) -> Path:
@@ -306,6 +389,8 @@ class BatchSummary:
     output: str
     errors: str
     conformers: int = 0  # conformer records written to ``output`` (one SDF record each)
+    messages: int = 0  # lines logged about molecules in this sitting (see collect_logs)
+    molecules_with_messages: int = 0
 
     @property
     def rate(self) -> float:
@@ -322,27 +407,53 @@ def embed_file(
     resume: bool = False,
     errors_path: str | Path | None = None,
     progress: bool | None = None,
+    input_format: str | None = None,
+    capture_logs: bool = False,
 ) -> BatchSummary:
     """Embed every molecule of ``input_path`` into the SDF ``output_path``.
 
-    Failed molecules go to ``errors_path`` (default ``OUTPUT.errors.tsv``: name, reason)
-    and the run goes on. See the module docstring for ``resume``.
+    Failed molecules go to ``errors_path`` (default ``OUTPUT.errors.tsv``: name, reason),
+    created only when one fails, and the run goes on. The checkpoint
+    ``OUTPUT.progress.json`` exists while the run does and is removed when it completes.
+    See the module docstring for ``resume``.
 
     Args:
         workers: worker processes (``0``: one per CPU core).
         progress: show a progress bar (rate, ETA); ``None``: only on a terminal.
+        input_format: ``"smi"``, ``"csv"`` or ``"sdf"``; ``None``: from the file name
+            (see :data:`rdconfvae.inputs.INPUT_FORMATS`).
+        capture_logs: route RDKit's log and warnings (in this process and the workers)
+            through :func:`collect_logs`: each line is logged once, after its molecule, on
+            the ``rdconfvae.batch`` logger as ``name: line`` (warnings at WARNING, RDKit's
+            lines at INFO) and counted in the summary.
 
     Raises:
-        InvalidInputError: unusable input file, or a resume whose options or input differ.
+        InvalidInputError: unusable input file, an output name not ending in ``.sdf`` or
+            ``.sdf.gz``, or a resume whose options or input differ or that has no checkpoint
+            although the output exists.
         WeightsError: the model cannot be loaded (raised before any file is written).
-        OSError: files cannot be read or written.
+        OSError: files cannot be read or written; a failure to write the output names the
+            checkpoint that ``resume=True`` continues from.
     """
     from tqdm import tqdm
 
+    from rdconfvae.inputs import input_format as _format
+
     src, out = Path(input_path), Path(output_path)
     errors = Path(errors_path) if errors_path else out.with_name(out.name + ".errors.tsv")
+    if not out.name.lower().endswith((".sdf", ".sdf.gz")):
+        raise InvalidInputError(
+            f"output {out}: the output is SDF; name it .sdf or .sdf.gz "
+            "(convert it afterwards for other formats, e.g. with Open Babel)"
+        )
     if not src.is_file():
         raise InvalidInputError(f"input file {src} does not exist")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise InvalidInputError(f"output {out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InvalidInputError(f"output {out}: the folder {folder} is not writable")
+    fmt = _format(src, input_format)
     from rdconfvae.modelstore import load_model
 
     load_model()  # WeightsError here, before any output file exists
@@ -366,43 +477,54 @@ def embed_file(
                 )
         # "conformers" is absent from checkpoints written before it was counted
         state = {k: saved.get(k, 0) if k == "conformers" else saved[k] for k in state}
+    elif resume and out.exists():
+        raise InvalidInputError(
+            f"cannot resume: {out} exists but has no checkpoint ({prog_path.name}): the run "
+            "that wrote it finished (the checkpoint is removed at the end); rerun without "
+            "--resume to overwrite it"
+        )
     elif resume:
         print(
             f"rdconfvae: no checkpoint at {prog_path}: starting from the beginning", file=sys.stderr
         )
     already = state["done"]
 
-    def summary(seconds: float) -> BatchSummary:
-        return BatchSummary(
-            state["done"],
-            state["ok"],
-            state["failed"],
-            seconds,
-            already,
-            str(out),
-            str(errors),
-            state["conformers"],
-        )
-
-    if resume and already and json.loads(prog_path.read_text()).get("complete"):
-        return summary(0.0)
-
     total = None
     show = sys.stderr.isatty() if progress is None else progress
     if show:
-        total = count_records(src)
-    sink = ResumableOutput(out, errors, state["out_offset"], state["err_offset"])
+        total = count_records(src, fmt)
+    sink = ResumableOutput(out, errors, state["out_offset"], state["err_offset"], lazy_errors=True)
     t0 = time.perf_counter()
     last = time.monotonic()
 
     def save(complete: bool) -> None:
         write_json_atomic(prog_path, {**identity, **state, "complete": complete})
 
-    records = (r for r in read_molecules(src) if r.index >= already)
+    records = (r for r in read_molecules(src, fmt) if r.index >= already)
     bar = tqdm(total=total, initial=already, unit="mol", disable=not show, dynamic_ncols=True)
     consistent = True  # False while a result is half written
+    n_messages = n_with = 0
+    restore: Callable[[], None] = lambda: None  # noqa: E731
     try:
-        for result in ordered_map(_work, records, workers, options):
+        save(False)  # a checkpoint from the start: a kill at any point can be resumed
+        if capture_logs and workers <= 1:
+            restore = collect_logs()
+        init_args = (os.getpid(), capture_logs)
+        results = ordered_map(
+            _work,
+            records,
+            workers,
+            options,
+            initializer=_init_worker,
+            initargs=init_args,
+            on_crash=_crashed,
+        )
+        for result in results:
+            for line in result.messages:
+                level = logging.INFO if line.startswith("RDKit: ") else logging.WARNING
+                log.log(level, "%s: %s", result.name, line)
+            n_messages += len(result.messages)
+            n_with += bool(result.messages)
             consistent = False
             sink.write(result)
             state["done"] += 1
@@ -417,16 +539,48 @@ def embed_file(
                 state["out_offset"], state["err_offset"] = sink.checkpoint()
                 save(False)
                 last = time.monotonic()
-    except BaseException:
-        # keep every fully written molecule; after a half-written one the last
-        # checkpoint stands (resume cuts the files back to it)
-        offsets = sink.close()
-        if consistent:
-            state["out_offset"], state["err_offset"] = offsets
-            save(False)
+        state["out_offset"], state["err_offset"] = sink.close()
+    except BaseException as exc:
+        # keep every fully written molecule; after a half-written one (or when the disk
+        # refuses the flush) the last checkpoint stands: resume cuts the files back to it
+        try:
+            offsets = sink.close()
+            if consistent:
+                state["out_offset"], state["err_offset"] = offsets
+                save(False)
+        except OSError:
+            pass
+        if isinstance(exc, BrokenProcessPool) and prog_path.exists():
+            done = json.loads(prog_path.read_text())["done"]
+            raise EmbeddingFailedError(
+                "worker processes died on 3 molecules in a row: they cannot run (see their "
+                f"messages above); the checkpoint {prog_path} holds the first {done} "
+                "molecules: fix the cause and rerun the same command with --resume"
+            ) from exc
+        if isinstance(exc, OSError) and prog_path.exists():
+            done = json.loads(prog_path.read_text())["done"]
+            raise OSError(
+                exc.errno,
+                f"{exc.strerror or exc} while embedding {src.name} into {out}; the checkpoint "
+                f"{prog_path} holds the first {done} molecules: fix the cause and rerun the "
+                "same command with --resume",
+            ) from exc
         raise
     finally:
         bar.close()
-    state["out_offset"], state["err_offset"] = sink.close()
-    save(True)
-    return summary(time.perf_counter() - t0)
+        restore()
+    prog_path.unlink()
+    if state["done"] == 0:
+        log.warning("%s holds no molecules", src)
+    return BatchSummary(
+        state["done"],
+        state["ok"],
+        state["failed"],
+        time.perf_counter() - t0,
+        already,
+        str(out),
+        str(errors) if sink.has_errors else "",
+        state["conformers"],
+        n_messages,
+        n_with,
+    )

@@ -1014,9 +1014,9 @@ def _jsonable(obj):
 # --------------------------------------------------------------------------- CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m rdconfvae.bench") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m rdconfvae.bench",
+        prog=prog,
         description="Benchmark conformer generators side by side (poses, ensembles, validity).",
     )
     p.add_argument("task", choices=TASKS)
@@ -1151,10 +1151,10 @@ def run_threads(data: Path, out: Path, args: argparse.Namespace, argv: Sequence[
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m rdconfvae.bench") -> int:
+    """Command-line entry point; returns the exit status (``prog``: the name in --help)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

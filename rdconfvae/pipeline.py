@@ -93,6 +93,7 @@ class EmbedResult:
     mol_binary: bytes | None = field(default=None, repr=False)
     n_conformers: int = 0
     seconds: float = 0.0
+    messages: tuple[str, ...] = ()  # log lines about this molecule (see batch.collect_logs)
 
     @property
     def ok(self) -> bool:

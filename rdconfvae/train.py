@@ -759,10 +759,8 @@ def train(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m rdconfvae.train", description=__doc__.split("\n\n")[0]
-    )
+def main(argv: list[str] | None = None, *, prog: str = "python -m rdconfvae.train") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument(
         "--data",

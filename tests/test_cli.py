@@ -122,15 +122,31 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatc
         assert np.allclose(a.GetConformer().GetPositions(), b.GetConformer().GetPositions())
         assert a.GetDoubleProp("MMFF_ENERGY") == pytest.approx(b.GetDoubleProp("MMFF_ENERGY"))
     errors = (tmp_path / "part.sdf.gz.errors.tsv").read_text().splitlines()
-    assert errors == ["broken\tInvalidInputError: invalid SMILES 'not_a_smiles'"]
+    assert errors == ["broken\tInvalidInputError: invalid SMILES 'not_a_smiles' (in.smi line 3)"]
 
 
-def test_resume_refuses_other_options(tmp_path):
+def test_resume_refuses_other_options(tmp_path, monkeypatch, capsys):
     src = _write_smi(tmp_path / "in.smi")
     out = tmp_path / "o.sdf"
-    assert main(["embed", str(src), str(out), "-n", "2", "--progress", "off"]) == 1
+    real_work = batch._work
+
+    def dying(record, options):
+        if record.index == 2:
+            raise KeyboardInterrupt
+        return real_work(record, options)
+
+    monkeypatch.setattr(batch, "_work", dying)
+    assert main(["embed", str(src), str(out), "-n", "2", "--progress", "off"]) == 130
+    monkeypatch.setattr(batch, "_work", real_work)
     code = main(["embed", str(src), str(out), "-n", "3", "--resume", "--progress", "off"])
     assert code == 2
+    assert "cannot resume: options differs" in capsys.readouterr().err
+    # a finished run has no checkpoint left: --resume refuses to overwrite its output
+    assert main(["embed", str(src), str(out), "-n", "2", "--resume", "--progress", "off"]) == 1
+    assert not Path(str(out) + ".progress.json").exists()
+    code = main(["embed", str(src), str(out), "-n", "2", "--resume", "--progress", "off"])
+    assert code == 2
+    assert "exists but has no checkpoint" in capsys.readouterr().err
 
 
 def test_csv_and_sdf_inputs(tmp_path):
@@ -214,3 +230,190 @@ def test_polish_iters_option(tmp_path):
     code = main(["embed", str(src), str(tmp_path / "x.sdf"), "--polish-iters", "-1"])
     assert code == 2
     assert not (tmp_path / "x.sdf").exists()
+
+
+# ------------------------------------------------------------- what the user sees (issue 21)
+
+CHEAP = ["-n", "1", "--polish-iters", "0", "--progress", "off"]
+
+
+def test_clean_run_leaves_only_its_output(tmp_path, capsys):
+    src = tmp_path / "in.smi"
+    src.write_text("CCO ethanol\nc1ccccc1O phenol\n")
+    out = tmp_path / "out.sdf"
+    assert main(["embed", str(src), str(out), *CHEAP]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.smi", "out.sdf"]
+    err = capsys.readouterr().err
+    assert "0 failed;" in err and "errors.tsv" not in err
+
+
+def test_damaged_and_mislabelled_files(tmp_path, capsys):
+    """Good records of a damaged file are embedded and the damage is listed (exit 1); a file
+    that is not what its name says stops the run with one message naming it (exit 2)."""
+    recs = ""
+    for k, smi in enumerate(("CCO", "CCN", "CCC", "CCCl", "OCCO", "CC=O") * 2):
+        mol = Chem.MolFromSmiles(smi)
+        mol.SetProp("_Name", f"m{k}")
+        recs += Chem.MolToMolBlock(mol) + "$$$$\n"
+    data = gzip.compress(recs.encode())
+    cut = tmp_path / "cut.sdf.gz"
+    cut.write_bytes(data[: len(data) * 3 // 4])
+    out = tmp_path / "cut_out.sdf"
+    assert main(["embed", str(cut), str(out), *CHEAP]) == 1
+    names = [m.GetProp("_Name") for m in _records(out)]
+    assert len(names) >= 3 and names == [f"m{k}" for k in range(len(names))]
+    errors = Path(str(out) + ".errors.tsv").read_text().splitlines()
+    assert len(errors) == 1 and "cut.sdf.gz: the file ends early or is damaged" in errors[0]
+    capsys.readouterr()
+
+    garbage = tmp_path / "garbage.smi"
+    garbage.write_bytes(b"CCO ethanol\n\x00\x01\x02binary\n")
+    assert main(["embed", str(garbage), str(tmp_path / "g.sdf"), *CHEAP]) == 2
+    assert "garbage.smi line 2: binary data" in capsys.readouterr().err
+
+    txt = tmp_path / "in.txt"
+    txt.write_text("CCO ethanol\n")
+    assert main(["embed", str(txt), str(tmp_path / "t.sdf"), *CHEAP]) == 2
+    assert "unknown input extension .txt" in capsys.readouterr().err
+    assert not (tmp_path / "t.sdf").exists()
+    assert main(["embed", str(txt), str(tmp_path / "t.sdf"), "--format", "smi", *CHEAP]) == 0
+
+    assert main(["embed", str(txt), str(tmp_path / "o.mol2"), "--format", "smi", *CHEAP]) == 2
+    assert "name it .sdf or .sdf.gz" in capsys.readouterr().err
+    assert not (tmp_path / "o.mol2").exists()
+    missing = tmp_path / "no" / "o.sdf"
+    assert main(["embed", str(txt), str(missing), "--format", "smi", *CHEAP]) == 2
+    assert f"the folder {missing.parent} does not exist" in capsys.readouterr().err
+
+
+def test_write_failure_stops_with_exit_2_and_resumes(tmp_path, monkeypatch, capsys):
+    """A full disk (simulated: the 4th write raises ENOSPC) ends the run with exit 2 and a
+    checkpoint; --resume then gives the uninterrupted run's bytes."""
+    import errno
+
+    src = _write_smi(tmp_path / "in.smi")
+    full = tmp_path / "full.sdf"
+    assert main(["embed", str(src), str(full), *CHEAP]) == 1
+    part = tmp_path / "part.sdf"
+    real = batch.ResumableOutput.write_record
+    calls = []
+
+    def disk_full(self, text):
+        calls.append(1)
+        if len(calls) == 4:
+            self._out.write(text.encode()[:10])  # a partly written record
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, text)
+
+    monkeypatch.setattr(batch, "_CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(batch.ResumableOutput, "write_record", disk_full)
+    capsys.readouterr()
+    assert main(["embed", str(src), str(part), *CHEAP]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "--resume" in err
+    assert json.loads(Path(str(part) + ".progress.json").read_text())["done"] >= 2
+    monkeypatch.setattr(batch.ResumableOutput, "write_record", real)
+    assert main(["embed", str(src), str(part), "--resume", *CHEAP]) == 1
+    assert part.read_bytes() == full.read_bytes()
+    assert (
+        Path(str(part) + ".errors.tsv").read_bytes() == Path(str(full) + ".errors.tsv").read_bytes()
+    )
+
+
+def test_rdkit_log_goes_with_its_molecule(tmp_path, capfd):
+    """RDKit's parse errors do not interleave with our stderr lines: its first message joins
+    the molecule's reason in the error file; -v shows them all, named by molecule."""
+    src = tmp_path / "in.smi"
+    src.write_text("c1cccc1 badring\nCCO ethanol\n")
+    out = tmp_path / "o.sdf"
+    assert main(["embed", str(src), str(out), *CHEAP]) == 1
+    err = capfd.readouterr().err
+    assert "kekulize" not in err and "(-v shows them)" in err
+    reason = Path(str(out) + ".errors.tsv").read_text()
+    assert reason.startswith("badring\tInvalidInputError: invalid SMILES 'c1cccc1' (in.smi line 1")
+    assert "RDKit: Can't kekulize mol" in reason
+    cmd = [sys.executable, "-m", "rdconfvae", "embed", str(src), str(tmp_path / "v.sdf")]
+    err = subprocess.run([*cmd, "-v", *CHEAP], capture_output=True, text=True).stderr
+    assert "badring: RDKit: Can't kekulize mol" in err
+    assert "[" not in err.split("badring: RDKit:")[1].split("\n")[0]  # no RDKit timestamp
+
+
+def test_help_shows_defaults_inputs_and_exit_codes():
+    def helptext(*argv):
+        res = subprocess.run(
+            [sys.executable, "-m", "rdconfvae", *argv, "--help"], capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stderr
+        return " ".join(res.stdout.split())
+
+    embed = helptext("embed")
+    for text in (
+        "conformers per molecule (default: 10)",
+        "(default: 0)",  # --seed, unlike the API's -1
+        "(default: etkdg)",
+        ".csv a 'smiles' column",
+        "exit codes: 0 every molecule embedded 1",
+        "one molecule's samples and polish split across this many helper processes",
+    ):
+        assert text in embed, text
+    assert "threads per molecule" not in embed
+    for command in ("bench", "data", "train"):
+        assert helptext(command).startswith(f"usage: rdconfvae {command}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups, signals")
+def test_sigterm_and_sigkill_then_resume_give_the_same_bytes(tmp_path):
+    """SIGTERM (a batch system's time limit) checkpoints and exits 143; SIGKILL of the CLI
+    and its workers leaves only the last checkpoint; --resume after both gives the
+    uninterrupted run's bytes."""
+    import os
+    import signal
+
+    src = tmp_path / "in.smi"
+    src.write_text("".join(f"{s} m{i}\n" for i in range(20) for s in ("CCO", "CCN")))
+    run = [sys.executable, "-m", "rdconfvae", "embed", str(src)]
+    full, part = tmp_path / "full.sdf", tmp_path / "part.sdf"
+    subprocess.run([*run, str(full), *CHEAP], check=True, capture_output=True)
+
+    def start_and_wait(extra, size):
+        proc = subprocess.Popen(
+            [*run, str(part), *CHEAP, *extra], start_new_session=True, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 120
+        while (not part.exists() or part.stat().st_size < size) and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        return proc
+
+    proc = start_and_wait([], 1500)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    assert b"terminated (SIGTERM); continue with --resume" in proc.stderr.read()
+    done = json.loads(Path(str(part) + ".progress.json").read_text())["done"]
+    assert done > 0
+    proc = start_and_wait(["--resume"], part.stat().st_size + 1500)
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and any worker: no clean-up at all
+    proc.wait()
+    subprocess.run([*run, str(part), "--resume", *CHEAP], check=True, capture_output=True)
+    assert part.read_bytes() == full.read_bytes()
+
+
+def test_a_worker_that_dies_costs_only_its_molecule():
+    """A dead worker used to end the whole run with BrokenProcessPool; now the molecule it
+    was embedding fails (when it kills a fresh pool too) and the rest come out in order."""
+    import os
+    from concurrent.futures.process import BrokenProcessPool
+
+    from _crashers import die_always, die_on_three
+
+    def crashed(item):
+        return ("died", item)
+
+    run = dict(initializer=os.getpid, on_crash=crashed)
+    got = list(batch.ordered_map(die_on_three, range(8), 2, **run))
+    assert got == [0, 10, 20, ("died", 3), 40, 50, 60, 70]
+    with pytest.raises(BrokenProcessPool):  # workers that cannot work at all
+        list(batch.ordered_map(die_always, range(6), 2, **run))
+    with pytest.raises(BrokenProcessPool):  # without on_crash: as before
+        list(batch.ordered_map(die_on_three, range(8), 2, initializer=os.getpid))

@@ -136,10 +136,8 @@ def _options(args: argparse.Namespace):
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m rdconfvae.data", description="Build rdconfvae training data."
-    )
+def _parser(prog: str = "python -m rdconfvae.data") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Build rdconfvae training data.")
     sub = parser.add_subparsers(dest="command", required=True)
     ccd = sub.add_parser(
         "ccd",
@@ -252,9 +250,9 @@ def _coverage(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m rdconfvae.data") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command in ("build", "coverage"):
         # per-conformer MMFF convergence warnings: counted in the manifest / report instead
