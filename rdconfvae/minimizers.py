@@ -34,6 +34,7 @@ def lbfgs(
     max_step: float = 0.3,
     backtracks: int = 6,
     grad_tol: float = 0.0,
+    rel_tol: float = 0.0,
 ) -> torch.Tensor:
     """Up to ``steps`` L-BFGS iterations on each of the K problems of ``fun``.
 
@@ -43,7 +44,8 @@ def lbfgs(
     ``max_step`` Angstrom, then halved until it meets the Armijo condition (c1 = 1e-4),
     at most ``backtracks`` times; only the problems still searching are re-evaluated. A
     problem whose step fails every backtrack stays put and restarts from steepest
-    descent; one whose largest gradient component is at most ``grad_tol`` stops.
+    descent; one whose largest gradient component is at most ``grad_tol``, or whose
+    last step lowered its value by at most ``rel_tol`` times that value, stops.
 
     Shapes: x (K, D) with D = 3 x atoms; returns (K, D).
     """
@@ -54,8 +56,9 @@ def lbfgs(
     y_hist = x.new_zeros(history, *x.shape)
     rho = x.new_zeros(history, k)
     gamma = x.new_ones(k)
+    converged = torch.zeros(k, dtype=torch.bool, device=x.device)
     for it in range(steps):
-        active = g.abs().amax(-1) > grad_tol
+        active = ~converged & (g.abs().amax(-1) > grad_tol)
         if not bool(active.any()):
             break
         # two-loop recursion, newest pair first; empty slots have rho = 0 and add nothing
@@ -104,6 +107,8 @@ def lbfgs(
         if rows.numel():  # every backtrack failed: forget the history
             rho[:, rows] = 0.0
             gamma[rows] = 1.0
+        if rel_tol > 0.0:
+            converged |= active & (e - e_new <= rel_tol * e.abs())
         x, e, g = x_new, e_new, g_new
     return x
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import torch
 
+from rdconfvae import minimizers
+
 __all__ = [
     "classical_mds",
     "smacof",
@@ -210,8 +212,13 @@ def stereo_penalty_refine(
     d = dist.detach()
     norm = w.sum((-1, -2)).clamp(min=_EPS)
 
-    def objective(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(M,) scaled stress and (M,) hinge penalty."""
+    def objective(
+        y: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R,) scaled stress and (R,) hinge penalty of the conformers ``rows`` (None: all)."""
+        dd, ww, mm, nn = (
+            (d, w, mask, norm) if rows is None else (d[rows], w[rows], mask[rows], norm[rows])
+        )
         hinge = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
         if chiral_idx.shape[0]:
             vol = signed_volumes(y, chiral_idx) * chiral_sign
@@ -219,26 +226,25 @@ def stereo_penalty_refine(
         if dbl_idx.shape[0]:
             cos = cis_trans_cos(y, dbl_idx) * dbl_cis
             hinge = hinge + 10.0 * torch.relu(cos_margin - cos).pow(2).sum(-1)
-        return stress(y, d, w, mask) / norm * 10.0, hinge
+        return stress(y, dd, ww, mm) / nn * 10.0, hinge
 
-    y = x.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([y], lr=lr)
-    for step in range(steps):
-        opt.zero_grad()
-        loss, hinge = objective(y)
-        if step > 0 and step % check_every == 0 and not bool((hinge > 0).any()):
-            break
-        (loss + hinge).sum().backward()
-        opt.step()
-        with torch.no_grad():
-            y.mul_(mask.unsqueeze(-1))
+    def adam_grad(y: torch.Tensor, step: int) -> torch.Tensor | None:
+        with torch.enable_grad():
+            z = y.detach().requires_grad_(True)
+            loss, hinge = objective(z)
+            if step > 0 and step % check_every == 0 and not bool((hinge > 0).any()):
+                return None
+            (g,) = torch.autograd.grad((loss + hinge).sum(), z)
+        return g
+
+    y = minimizers.adam(adam_grad, x.detach() * mask.unsqueeze(-1), steps, lr)
     if finish_iters > 0:
 
-        def total(z: torch.Tensor) -> torch.Tensor:
-            loss, hinge = objective(z)
-            return (loss + hinge).sum()
+        def per_conformer(z: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+            loss, hinge = objective(z, rows)
+            return loss + hinge
 
-        _lbfgs(y, total, finish_iters)
+        y = _lbfgs(y, per_conformer, finish_iters)
     return y.detach() * mask.unsqueeze(-1)
 
 
@@ -334,35 +340,38 @@ def polish(
     SMACOF converges linearly and slowly when a few pairs (bonds, angles) carry
     much larger weights than the rest; a quasi-Newton finish gets bond lengths to
     within ~0.01 A of their targets at a fraction of the cost. The conformers are
-    independent, so one L-BFGS on their summed stress treats each separately.
+    independent: each gets its own L-BFGS history and line search
+    (:func:`rdconfvae.minimizers.lbfgs`).
     Not differentiable (inference only). Shapes as :func:`smacof`.
     """
     w = (weight * _pair_mask(mask)).detach()
     d = dist.detach()
     scale = w.sum((-1, -2)).clamp(min=_EPS)
-    y = x.detach().clone().requires_grad_(True)
-    _lbfgs(y, lambda z: (stress(z, d, w, mask) / scale).sum(), iters)
-    return y.detach() * mask.unsqueeze(-1)
+
+    def scaled_stress(z: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        if rows is None:
+            return stress(z, d, w, mask) / scale
+        return stress(z, d[rows], w[rows], mask[rows]) / scale[rows]
+
+    return _lbfgs(x.detach(), scaled_stress, iters) * mask.unsqueeze(-1)
 
 
-def _lbfgs(y: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], iters: int) -> None:
-    """Minimise the scalar ``loss_fn(y)`` over the leaf tensor ``y`` in place: up to
-    ``iters`` L-BFGS iterations with a strong-Wolfe line search (inference only)."""
-    opt = torch.optim.LBFGS(
-        [y],
-        lr=1.0,
-        max_iter=iters,
-        history_size=10,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-6,
-        tolerance_change=1e-10,
-    )
+def _lbfgs(
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    iters: int,
+) -> torch.Tensor:
+    """Up to ``iters`` L-BFGS iterations of :func:`rdconfvae.minimizers.lbfgs` on each
+    conformer's ``loss_fn(z, rows)`` (values (R,) of conformers ``rows``, None: all),
+    gradients by autograd; x (M, N, 3) is not modified (inference only)."""
+    m, n, _ = x.shape
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = loss_fn(y)
-        loss.backward()
-        return loss
+    def fun(z: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            y = z.view(-1, n, 3).detach().requires_grad_(True)
+            value = loss_fn(y, rows)
+            (g,) = torch.autograd.grad(value.sum(), y)
+        return value.detach(), g.reshape(z.shape[0], -1)
 
-    with torch.enable_grad():
-        opt.step(closure)
+    out = minimizers.lbfgs(fun, x.detach().reshape(m, -1), iters, grad_tol=1e-6, rel_tol=1e-6)
+    return out.view(m, n, 3)
