@@ -10,6 +10,7 @@ ignored (listed in ``RDKIT_IGNORED``).
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ __all__ = [
     "RDKIT_IGNORED",
     "to_params",
     "check_polish_iters",
+    "resolve_seed",
     "DEFAULT_POLISH_ITERS",
 ]
 
@@ -164,3 +166,11 @@ def check_polish_iters(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
         raise InvalidInputError(f"polishIters must be a non-negative integer, got {value!r}")
     return int(value)
+
+
+def resolve_seed(seed: Any) -> int:
+    """The seed to use: ``seed`` itself, or a random one for ``None`` or a negative value
+    (RDKit's ``randomSeed=-1``)."""
+    if seed is None or int(seed) < 0:
+        return random.SystemRandom().randrange(0, 2**31 - 1)
+    return int(seed)

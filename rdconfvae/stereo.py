@@ -15,9 +15,24 @@ four neighbours alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
 from rdkit import Chem
 
-__all__ = ["chiral_reference_sign", "stereo_signature", "conformer_stereo_matches"]
+from rdconfvae import solver
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rdconfvae.fragments import Fragment
+
+__all__ = [
+    "chiral_reference_sign",
+    "stereo_signature",
+    "conformer_stereo_matches",
+    "declared_stereo_broken",
+]
 
 
 def chiral_reference_sign(tag: Chem.ChiralType, degree: int) -> float:
@@ -57,3 +72,20 @@ def conformer_stereo_matches(mol: Chem.Mol, conf_id: int = -1) -> bool:
     if any(got_atoms.get(i) != lab for i, lab in declared_atoms.items()):
         return False
     return all(got_bonds.get(i) == lab for i, lab in declared_bonds.items())
+
+
+def declared_stereo_broken(frags: Sequence[Fragment], heavy_xyz: np.ndarray) -> np.ndarray:
+    """(K,) True where a conformer violates a declared centre or E/Z bond of any fragment.
+
+    Signed volumes and cis/trans cosines (:func:`rdconfvae.solver.stereo_violations`)
+    of the featurized graphs; ``heavy_xyz`` (K, N_heavy, 3) in the heavy molecule's order.
+    """
+    bad = np.zeros(len(heavy_xyz), dtype=bool)
+    for frag in frags:
+        g = frag.graph
+        if g is None or (g.chiral_idx.shape[0] == 0 and g.dbl_idx.shape[0] == 0):
+            continue
+        x = torch.tensor(heavy_xyz[:, list(frag.atoms)], dtype=torch.float32)
+        wc, wd = solver.stereo_violations(x, g.chiral_idx, g.chiral_sign, g.dbl_idx, g.dbl_cis)
+        bad |= ((wc + wd) > 0).numpy()
+    return bad

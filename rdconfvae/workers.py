@@ -32,12 +32,30 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rdkit import Chem
 
-__all__ = ["get_pool", "shutdown", "sample_chunk_task", "polish_task", "exit_with_parent"]
+from rdconfvae.deadline import Deadline
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from rdconfvae.featurize import MolGraph
+    from rdconfvae.sampling import Geometry
+
+__all__ = [
+    "get_pool",
+    "shutdown",
+    "sample_chunk_task",
+    "polish_task",
+    "exit_with_parent",
+    "run_sample_chunks",
+    "polish_in_pool",
+]
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
@@ -162,24 +180,24 @@ def sample_chunk_task(
     stress_iters: int,
     deadline: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run :func:`rdconfvae.api._sample_chunk` in a worker; arrays in, arrays out.
+    """Run :func:`rdconfvae.sampling.sample_chunk` in a worker; arrays in, arrays out.
 
     ``deadline`` is a ``time.monotonic()`` value (a system-wide clock); a chunk that
     starts after it raises :class:`EmbeddingTimeoutError` without working.
     """
     import torch
 
-    from rdconfvae import api
     from rdconfvae.errors import EmbeddingTimeoutError
     from rdconfvae.featurize import MolGraph
     from rdconfvae.modelstore import load_model
+    from rdconfvae.sampling import Geometry, sample_chunk
 
     if time.monotonic() > deadline:
         raise EmbeddingTimeoutError("timeout reached during sampling")
     model = load_model(Path(weights))
     g = MolGraph(**{k: torch.from_numpy(v) for k, v in graph.items()})
-    geo = api._Geometry(**{k: torch.from_numpy(v) for k, v in geom.items()})
-    x, ok = api._sample_chunk(
+    geo = Geometry(**{k: torch.from_numpy(v) for k, v in geom.items()})
+    x, ok = sample_chunk(
         model, g, geo, torch.from_numpy(eps), temperature, steps, enforce, stress_iters
     )
     return x.numpy(), ok.numpy()
@@ -194,8 +212,6 @@ def polish_task(mol_binary: bytes, coords: np.ndarray, max_iters: int) -> tuple[
     the in-process polish bit for bit). Returns the polished coordinates (k, N, 3) and
     whether MMFF could type the molecule.
     """
-    from rdkit import Chem
-
     from rdconfvae.refine import mmff_polish
 
     mol = Chem.Mol(mol_binary)
@@ -211,3 +227,83 @@ def polish_task(mol_binary: bytes, coords: np.ndarray, max_iters: int) -> tuple[
 def to_arrays(obj: Any) -> dict[str, np.ndarray]:
     """A dataclass of tensors as a dict of numpy arrays (cheap to pickle)."""
     return {k: v.numpy() for k, v in vars(obj).items()}
+
+
+def run_sample_chunks(
+    pool: ProcessPoolExecutor,
+    chunks: list[torch.Tensor],
+    weights: Path,
+    graph: MolGraph,
+    geom: Geometry,
+    temperature: float,
+    steps: int,
+    enforce: bool,
+    stress_iters: int,
+    deadline: Deadline,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`sample_chunk_task` on every chunk of latents, spread over ``pool``; results in
+    chunk order. Raises :class:`EmbeddingTimeoutError` when the deadline passes."""
+    import torch
+
+    from rdconfvae.errors import EmbeddingTimeoutError
+
+    graph_np, geom_np = to_arrays(graph), to_arrays(geom)
+    futures = [
+        pool.submit(
+            sample_chunk_task,
+            str(weights),
+            graph_np,
+            geom_np,
+            c.numpy(),
+            temperature,
+            steps,
+            enforce,
+            stress_iters,
+            deadline.at,
+        )
+        for c in chunks
+    ]
+    results = []
+    try:
+        for fut in futures:
+            x_np, ok_np = fut.result(timeout=deadline.remaining())
+            results.append((torch.from_numpy(x_np), torch.from_numpy(ok_np)))
+    except FuturesTimeout:
+        raise EmbeddingTimeoutError(
+            f"timeout of {deadline.timeout} s reached during sampling"
+        ) from None
+    finally:
+        for fut in futures:
+            fut.cancel()
+    return results
+
+
+def polish_in_pool(
+    full: Chem.Mol, iters: int, pool: ProcessPoolExecutor, threads: int, deadline: Deadline
+) -> bool:
+    """:func:`rdconfvae.refine.mmff_polish` on every conformer of ``full``, split over the
+    ``threads`` workers of ``pool`` (each conformer is polished on its own, so the
+    coordinates do not depend on the split). Returns False when MMFF cannot type the
+    molecule (nothing changed then)."""
+    from rdconfvae.errors import EmbeddingTimeoutError
+
+    confs = list(full.GetConformers())
+    groups = np.array_split(np.arange(len(confs)), min(len(confs), threads))
+    binary = Chem.Mol(full, confId=confs[0].GetId()).ToBinary()
+    xyz_all = np.stack([c.GetPositions() for c in confs])
+    futures = [pool.submit(polish_task, binary, xyz_all[g], iters) for g in groups]
+    try:
+        results = [fut.result(timeout=deadline.remaining()) for fut in futures]
+    except FuturesTimeout:
+        raise EmbeddingTimeoutError(
+            f"timeout of {deadline.timeout} s reached during the polish"
+        ) from None
+    finally:
+        for fut in futures:
+            fut.cancel()
+    if not all(typed for _, typed in results):
+        return False
+    for group, (xyz, _) in zip(groups, results, strict=True):
+        for i, x in zip(group, xyz, strict=True):
+            confs[i].SetPositions(x)
+    return True

@@ -10,7 +10,7 @@ from rdkit import Chem
 from rdkit.Chem import AllChem, rdMolAlign
 
 import rdconfvae
-from rdconfvae import api
+from rdconfvae import engine
 from rdconfvae import featurize as fz
 from rdconfvae.api import GENERATOR_PROP
 from rdconfvae.errors import (
@@ -19,8 +19,9 @@ from rdconfvae.errors import (
     MoleculeTooLargeError,
     UnsupportedMoleculeError,
 )
+from rdconfvae.fragments import split_fragments
 from rdconfvae.refine import CONVERGED_PROP, ENERGY_PROP, mmff_minimize
-from rdconfvae.stereo import conformer_stereo_matches
+from rdconfvae.stereo import conformer_stereo_matches, declared_stereo_broken
 
 IMATINIB = "Cc1ccc(cc1Nc2nccc(n2)c3cccnc3)NC(=O)c4ccc(cc4)CN5CCN(CC5)C"
 
@@ -141,7 +142,7 @@ def test_conformers_whose_stereo_the_polish_changed_keep_raw_coordinates(monkeyp
     smiles = "C[C@H](N)C(=O)O"
     raw = _mol(smiles)
     with monkeypatch.context() as patch:
-        patch.setattr(api, "STRESS_ITERS", 0)
+        patch.setattr(engine, "STRESS_ITERS", 0)
         rdconfvae.embed(raw, n=4, seed=0, params=rdconfvae.EmbedParameters(polishIters=0))
 
     def mirror(mol, max_iters, **kwargs):
@@ -149,7 +150,7 @@ def test_conformers_whose_stereo_the_polish_changed_keep_raw_coordinates(monkeyp
             conf.SetPositions(conf.GetPositions() * np.array([-1.0, 1.0, 1.0]))
         return True
 
-    monkeypatch.setattr(api, "mmff_polish", mirror)
+    monkeypatch.setattr(engine, "mmff_polish", mirror)
     mol = _mol(smiles)
     assert rdconfvae.embed(mol, n=4, seed=0) == [0, 1, 2, 3]
     assert all(conformer_stereo_matches(mol, cid) for cid in range(4))
@@ -405,9 +406,11 @@ def test_a_replaced_pool_leaves_no_thread_running(monkeypatch):
 
 
 def test_chunks_depend_on_the_sample_count_only():
-    assert api._chunks(50) == [13, 13, 12, 12]
-    assert api._chunks(16) == [16] and api._chunks(17) == [9, 8]
-    assert all(sum(api._chunks(k)) == k and max(api._chunks(k)) <= 16 for k in range(1, 200))
+    from rdconfvae.sampling import chunk_sizes
+
+    assert chunk_sizes(50) == [13, 13, 12, 12]
+    assert chunk_sizes(16) == [16] and chunk_sizes(17) == [9, 8]
+    assert all(sum(chunk_sizes(k)) == k and max(chunk_sizes(k)) <= 16 for k in range(1, 200))
 
 
 def test_random_seed_minus_one_differs():
@@ -480,9 +483,11 @@ def test_out_of_domain_raises_or_falls_back(smiles):
 
 
 def test_fallback_warns_once_per_process(monkeypatch):
-    from rdconfvae import api
+    import threading
 
-    monkeypatch.setattr(api, "_fallback_warned", api.threading.Event())
+    from rdconfvae import fallback
+
+    monkeypatch.setattr(fallback, "_fallback_warned", threading.Event())
     with pytest.warns(rdconfvae.FallbackWarning):
         rdconfvae.embed(_mol("C[Si](C)(C)C"), n=1, fallback="etkdg", seed=1)
     with warnings.catch_warnings():
@@ -526,13 +531,12 @@ def test_failure_keeps_existing_conformers(monkeypatch):
     with pytest.raises(EmbeddingTimeoutError):
         rdconfvae.embed(mol, n=50, seed=2, timeout=1e-9, clear_confs=True)
     assert _same(before, _snapshot(mol))
-    # an internal failure after sampling (MMFF crashing) must not touch the molecule
-    from rdconfvae import api
 
+    # an internal failure after sampling (MMFF crashing) must not touch the molecule
     def boom(*args, **kwargs):
         raise RuntimeError("simulated MMFF crash")
 
-    monkeypatch.setattr(api, "mmff_minimize", boom)
+    monkeypatch.setattr(engine, "mmff_minimize", boom)
     with pytest.raises(RuntimeError, match="simulated"):
         rdconfvae.embed(mol, n=5, seed=2, mmff=True, clear_confs=False)
     assert _same(before, _snapshot(mol))
@@ -544,10 +548,10 @@ def test_failure_keeps_existing_conformers(monkeypatch):
 def test_conformers_whose_stereo_mmff_changed_are_dropped():
     mol = _mol("C[C@H](N)C(=O)O")  # L-alanine
     heavy, _ = fz.heavy_atom_mol(Chem.RemoveHs(mol))
-    frags = api._fragments(heavy)
+    frags = split_fragments(heavy)
     rdconfvae.embed(mol, n=4, seed=0, mmff=True)
     xyz = np.stack([c.GetPositions() for c in mol.GetConformers()])
     heavy_xyz = xyz[:, [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]]
-    assert not api._stereo_broken(frags, heavy_xyz).any()
+    assert not declared_stereo_broken(frags, heavy_xyz).any()
     mirrored = heavy_xyz * np.array([-1.0, 1.0, 1.0])
-    assert api._stereo_broken(frags, mirrored).all()
+    assert declared_stereo_broken(frags, mirrored).all()

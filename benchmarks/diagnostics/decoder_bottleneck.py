@@ -29,15 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdconfvae import api
 from rdconfvae import featurize as fz
+from rdconfvae.geometry import heavy_with_confs
 from rdconfvae.metrics import heavy_atom_mol, min_rmsd_to_pose
 from rdconfvae.modelstore import load_model
+from rdconfvae.sampling import bounds_geometry, sample_chunk
 from rdconfvae.train import PRESETS, _load_records
 
 
 class _Decoded:
-    """Stands in for the loaded model inside ``api._sample_chunk``: returns given distances."""
+    """Stands in for the loaded model inside ``sample_chunk``: returns given distances."""
 
     def __init__(self, dist: torch.Tensor, log_sigma: torch.Tensor) -> None:
         self.module = self
@@ -50,12 +51,12 @@ class _Decoded:
 def _solve(heavy, graph, geom, dist, log_sigma):
     xs = []
     for d, s in zip(torch.split(dist, 16), torch.split(log_sigma, 16), strict=True):
-        x, ok = api._sample_chunk(_Decoded(d, s), graph, geom, None, 1.0, 30, True)
+        x, ok = sample_chunk(_Decoded(d, s), graph, geom, None, 1.0, 30, True)
         xs.append(x[ok])
     x = torch.cat(xs)
     if graph.chiral_idx.shape[0] == 0:
         x = torch.cat([x, x * torch.tensor([-1.0, 1.0, 1.0])])
-    return api._heavy_with_confs(heavy, x.double().numpy())
+    return heavy_with_confs(heavy, x.double().numpy())
 
 
 def main() -> int:
@@ -90,7 +91,7 @@ def main() -> int:
         except (ValueError, RuntimeError):
             continue
         ref = heavy_atom_mol(rec.mol)
-        geom = api._geometry(heavy, g)
+        geom = bounds_geometry(heavy, g)
         n = g.num_atoms
         inv = torch.full((n,), 1.0 / max(n - 1, 1))
         pos = torch.tensor(rec.mol.GetConformer().GetPositions()[heavy_idx], dtype=torch.float32)

@@ -1,0 +1,339 @@
+"""Embedding orchestration for one molecule: every stage in order, the caller's molecule
+touched only at the end.
+
+    copy -> sanitize -> heavy-atom graph -> fragments (featurized)
+         -> sampling (model, solver, stereo repair; :mod:`rdconfvae.sampling`)
+         -> fragments laid out -> planar groups, hydrogens (:mod:`rdconfvae.geometry`)
+         -> MMFF94s: a short polish (``polishIters``, default) or, with ``mmff=True``,
+            a minimisation to convergence; conformers whose declared stereo it changed
+            are restored (polish) or resampled (``mmff``)
+         -> optional symmetry-aware RMSD pruning -> :func:`rdconfvae.attach.attach`
+
+Hydrogens: the model places heavy atoms. When the caller's molecule has explicit
+hydrogens they are positioned from the heavy-atom frame (RDKit's
+``AddHs(addCoords=True)`` geometry, then the polish or MMFF). Without explicit
+hydrogens, no atom is added to the caller's molecule: its conformers hold the heavy
+atoms; hydrogens are added to a private copy for the polish or the minimisation and
+dropped again. Molecules MMFF cannot type get exactly the raw output (the polish is
+skipped before sampling).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rdkit import Chem
+
+from rdconfvae import featurize as fz
+from rdconfvae import workers
+from rdconfvae.attach import attach
+from rdconfvae.deadline import Deadline
+from rdconfvae.errors import EmbeddingFailedError, InvalidInputError
+from rdconfvae.fragments import Fragment, layout_fragments, split_fragments
+from rdconfvae.geometry import heavy_with_confs, hydrogen_map
+from rdconfvae.modelstore import LoadedModel, load_model
+from rdconfvae.params import EmbedParameters, check_polish_iters, resolve_seed
+from rdconfvae.prune import prune_indices
+from rdconfvae.refine import mmff_can_type, mmff_minimize, mmff_polish
+from rdconfvae.rmsd import superposed_rmsd, symmetry_matches
+from rdconfvae.sampling import (
+    POLISH_STRESS_ITERS,
+    STRESS_ITERS,
+    ChunkRunner,
+    bounds_geometry,
+    sample_chunk,
+    sample_fragment,
+)
+from rdconfvae.stereo import declared_stereo_broken
+
+__all__ = ["generate", "Batch"]
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def validate_mol(mol: object) -> None:
+    """:class:`InvalidInputError` unless ``mol`` is a ``Chem.Mol`` with atoms."""
+    if mol is None:
+        raise InvalidInputError("molecule is None (did Chem.MolFromSmiles fail to parse it?)")
+    if not isinstance(mol, Chem.Mol):
+        raise InvalidInputError(f"expected an rdkit Chem.Mol, got {type(mol).__name__}")
+    if mol.GetNumAtoms() == 0:
+        raise InvalidInputError("molecule has no atoms")
+
+
+@dataclass
+class Batch:
+    """Conformers made in one go: caller-order and heavy-atom coordinates (K, N, 3),
+    Angstrom; MMFF energies (kcal/mol) and convergence, None without ``mmff``."""
+
+    all_xyz: np.ndarray
+    heavy_xyz: np.ndarray
+    energies: list[float | None]
+    converged: list[bool | None]
+
+    def take(self, idx: np.ndarray) -> Batch:
+        return Batch(
+            self.all_xyz[idx],
+            self.heavy_xyz[idx],
+            [self.energies[i] for i in idx],
+            [self.converged[i] for i in idx],
+        )
+
+    @staticmethod
+    def concat(parts: list[Batch]) -> Batch:
+        return Batch(
+            np.concatenate([p.all_xyz for p in parts]),
+            np.concatenate([p.heavy_xyz for p in parts]),
+            [e for p in parts for e in p.energies],
+            [c for p in parts for c in p.converged],
+        )
+
+
+class _Job:
+    """One molecule's embedding: the prepared inputs and the stages that make conformers."""
+
+    def __init__(self, mol: Chem.Mol, opts: EmbedParameters, mmff: bool) -> None:
+        self.opts = opts
+        self.mmff = mmff
+        self.deadline = Deadline(float(opts.timeout) if opts.timeout else None)
+        self.work = Chem.Mol(mol)
+        try:
+            Chem.SanitizeMol(self.work)
+        except Exception as exc:  # RDKit raises several sanitisation error types
+            raise InvalidInputError(f"molecule does not sanitize: {exc}") from exc
+        self.heavy, self.heavy_idx = fz.heavy_atom_mol(self.work)
+        self.frags: list[Fragment] = split_fragments(self.heavy)
+        self.model: LoadedModel = load_model()
+        threads = int(opts.numThreads) if opts.numThreads is not None else 1
+        self.threads = threads if threads > 0 else (os.cpu_count() or 1)
+        self.pool: ProcessPoolExecutor | None = (
+            workers.get_pool(self.threads, self.model.path.parent) if self.threads > 1 else None
+        )
+        self.has_h = self.heavy.GetNumAtoms() != self.work.GetNumAtoms()
+        polish = check_polish_iters(opts.polishIters)
+        if mmff:
+            polish = 0  # the minimisation to convergence replaces the polish
+        if polish and not mmff_can_type(Chem.AddHs(self.heavy)):
+            log.info("MMFF94s cannot type this molecule: conformers are returned unpolished")
+            polish = 0  # and they get the raw output's stress refinement
+        self.polish = polish
+        self.stress_iters = POLISH_STRESS_ITERS if polish else STRESS_ITERS
+        self.steps = int(self.model.manifest.get("inference", {}).get("solver_steps", 30))
+        self.mmff_warned = False
+
+    # ------------------------------------------------------------------ sampling
+
+    def _chunk_runner(self, frag: Fragment) -> ChunkRunner:
+        graph = frag.graph
+        assert graph is not None
+        geom = bounds_geometry(frag.mol, graph)
+        temperature = float(self.opts.temperature)
+        enforce = bool(self.opts.enforceChirality)
+
+        def run(chunks: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            if self.pool is not None and len(chunks) > 1:
+                return workers.run_sample_chunks(
+                    self.pool,
+                    chunks,
+                    self.model.path.parent,
+                    graph,
+                    geom,
+                    temperature,
+                    self.steps,
+                    enforce,
+                    self.stress_iters,
+                    self.deadline,
+                )
+            results = []
+            for c in chunks:
+                self.deadline.check("sampling")
+                results.append(
+                    sample_chunk(
+                        self.model,
+                        graph,
+                        geom,
+                        c,
+                        temperature,
+                        self.steps,
+                        enforce,
+                        self.stress_iters,
+                    )
+                )
+            return results
+
+        return run
+
+    def _sample(self, k: int, seed: int) -> list[np.ndarray]:
+        """Up to k heavy-atom conformers per fragment."""
+        rounds = max(1, int(self.opts.maxAttempts or 1))
+        per_frag = []
+        with _torch_threads(1):
+            for f_no, frag in enumerate(self.frags):
+                if frag.graph is None:
+                    per_frag.append(np.zeros((k, 1, 3)))
+                    continue
+                per_frag.append(
+                    sample_fragment(
+                        frag.graph,
+                        self.model.latent,
+                        k,
+                        seed + 7919 * f_no,
+                        rounds,
+                        self.deadline,
+                        self._chunk_runner(frag),
+                    )
+                )
+        return per_frag
+
+    # ------------------------------------------------------------ force field
+
+    def _polish(self, full: Chem.Mol) -> None:
+        """The default MMFF94s polish of every conformer of ``full`` (typing was checked
+        before sampling), split over the worker processes when there are some."""
+        self.deadline.check("MMFF polish")
+        if self.pool is None or full.GetNumConformers() < 2:
+            mmff_polish(full, self.polish)
+        else:
+            workers.polish_in_pool(full, self.polish, self.pool, self.threads, self.deadline)
+        self.deadline.check("MMFF polish")
+
+    def _minimize(self, full: Chem.Mol, count: int) -> tuple[list, list]:
+        self.deadline.check("MMFF")
+        res = mmff_minimize(
+            full,
+            dielectric=str(self.opts.dielectric),
+            dielectric_constant=4.0 if self.opts.dielectric == "distance" else 1.0,
+            num_threads=self.threads,
+        )
+        self.deadline.check("MMFF")
+        if res is None:
+            if not self.mmff_warned:
+                warnings.warn(
+                    "MMFF94s cannot type this molecule: conformers are returned unminimised",
+                    RuntimeWarning,
+                    stacklevel=6,
+                )
+                self.mmff_warned = True
+            return [None] * count, [None] * count
+        return [r.energy for r in res], [r.converged for r in res]
+
+    # ------------------------------------------------------------------ stages
+
+    def make(self, k: int, seed: int) -> Batch:
+        """Up to k conformers: sampled, laid out, hydrogens placed, polished or minimised."""
+        per_frag = self._sample(k, seed)
+        count = min(len(x) for x in per_frag)
+        if count == 0:
+            raise EmbeddingFailedError(
+                f"no conformer with the declared stereo after {self.opts.maxAttempts} "
+                "sampling rounds"
+            )
+        coords = layout_fragments(self.heavy, self.frags, per_frag, count)
+        heavy_confs = heavy_with_confs(self.heavy, coords)
+        energies: list[float | None] = [None] * count
+        converged: list[bool | None] = [None] * count
+        if not (self.has_h or self.mmff or self.polish):
+            return Batch(coords, coords, energies, converged)
+        full = Chem.AddHs(heavy_confs, addCoords=True)
+        unpolished = None
+        if self.polish:
+            unpolished = np.stack([c.GetPositions() for c in full.GetConformers()])
+            self._polish(full)
+        elif self.mmff:
+            energies, converged = self._minimize(full, count)
+        full_xyz = np.stack([c.GetPositions() for c in full.GetConformers()])
+        n_heavy = self.heavy.GetNumAtoms()
+        if unpolished is not None and bool(self.opts.enforceChirality):
+            # the rare conformer whose stereo the polish changed keeps its unpolished,
+            # stereo-correct coordinates (cheaper than resampling, and always n conformers)
+            flipped = declared_stereo_broken(self.frags, full_xyz[:, :n_heavy])
+            full_xyz[flipped] = unpolished[flipped]
+        heavy_xyz = full_xyz[:, :n_heavy]
+        if self.has_h:
+            mapping = hydrogen_map(self.work, self.heavy_idx, full)
+            all_xyz = full_xyz[:, [mapping[i] for i in range(self.work.GetNumAtoms())]]
+        else:
+            all_xyz = heavy_xyz
+        return Batch(all_xyz, heavy_xyz, energies, converged)
+
+    def make_stereo_kept(self, n: int, seed: int) -> Batch:
+        """With ``mmff`` and ``enforceChirality``: MMFF can push a centre through the plane
+        when it starts from a rough geometry (measured: 3.4 % of raw model conformers);
+        those are dropped and replacements sampled (``maxAttempts`` rounds)."""
+        parts = []
+        have = 0
+        batch = self.make(n, seed)
+        for attempt in range(max(1, int(self.opts.maxAttempts or 1)) + 1):
+            if attempt > 0:
+                missing = n - have
+                if missing <= 0:
+                    break
+                batch = self.make(2 * missing + 2, seed + 104_729 * attempt)
+            good = np.flatnonzero(~declared_stereo_broken(self.frags, batch.heavy_xyz))
+            good = good[: n - have]
+            parts.append(batch.take(good))
+            have += len(good)
+        if have == 0:
+            raise EmbeddingFailedError("every conformer changed its stereo during MMFF")
+        return Batch.concat(parts)
+
+    def prune(self, batch: Batch) -> list[int]:
+        """Indices kept by ``pruneRmsThresh`` (lowest energy first when there are energies)."""
+        keep = list(range(len(batch.all_xyz)))
+        thresh = self.opts.pruneRmsThresh
+        if thresh is None or float(thresh) <= 0 or len(keep) <= 1:
+            return keep
+        self.deadline.check("pruning")
+        sub = batch.heavy_xyz[keep]
+        rms = superposed_rmsd(sub, sub, symmetry_matches(self.heavy, self.heavy))
+        energies = batch.energies
+        order = (
+            sorted(range(len(keep)), key=lambda i: energies[keep[i]])
+            if energies[0] is not None
+            else None
+        )
+        return [keep[i] for i in prune_indices(rms, float(thresh), order)]
+
+
+def generate(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
+    """Generate ``n`` conformers and attach them to ``mol``; return their ids.
+
+    Raises on any failure with ``mol`` untouched.
+    """
+    validate_mol(mol)
+    if int(n) <= 0:
+        raise InvalidInputError(f"number of conformers must be positive, got {n}")
+    seed = resolve_seed(opts.randomSeed)
+    job = _Job(mol, opts, mmff)
+    if mmff and bool(opts.enforceChirality):
+        batch = job.make_stereo_kept(n, seed)
+    else:
+        batch = job.make(n, seed)
+    keep = job.prune(batch)
+    # success: now, and only now, touch the caller's molecule
+    return attach(
+        mol,
+        [batch.all_xyz[i] for i in keep],
+        [batch.energies[i] for i in keep],
+        [batch.converged[i] for i in keep],
+        "rdconfvae",
+        bool(opts.clearConfs),
+    )
