@@ -347,13 +347,30 @@ def polish(
     w = (weight * _pair_mask(mask)).detach()
     d = dist.detach()
     scale = w.sum((-1, -2)).clamp(min=_EPS)
+    m, n, _ = x.shape
 
-    def scaled_stress(z: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-        if rows is None:
-            return stress(z, d, w, mask) / scale
-        return stress(z, d[rows], w[rows], mask[rows]) / scale[rows]
+    def fun(z: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        sel = slice(None) if rows is None else rows
+        value, grad = _stress_and_grad(z.view(-1, n, 3), d[sel], w[sel])
+        return value / scale[sel], grad.reshape(z.shape[0], -1) / scale[sel].unsqueeze(-1)
 
-    return _lbfgs(x.detach(), scaled_stress, iters) * mask.unsqueeze(-1)
+    out = minimizers.lbfgs(fun, x.detach().reshape(m, -1), iters, grad_tol=1e-6, rel_tol=1e-6)
+    return out.view(m, n, 3) * mask.unsqueeze(-1)
+
+
+def _stress_and_grad(
+    x: torch.Tensor, dist: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`stress` (M,) and its gradient (M, N, 3), written out (no autograd):
+    d stress / d r_i = sum_j 2 w_ij (1 - d_ij / |r_i - r_j|) (r_i - r_j). ``weight`` must
+    already be zero on the diagonal and on padded atoms."""
+    diff = x.unsqueeze(-2) - x.unsqueeze(-3)
+    cur = diff.pow(2).sum(-1).add(_EPS).sqrt()
+    res = cur - dist
+    value = 0.5 * (weight * res * res).sum((-1, -2))
+    c = 2.0 * weight * res / cur
+    grad = c.sum(-1, keepdim=True) * x - c @ x
+    return value, grad
 
 
 def _lbfgs(

@@ -156,3 +156,14 @@ def test_inference_does_not_import_torch_dynamo():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_written_out_stress_gradient_equals_autograd():
+    x, d, w, mask = _noisy_problem()
+    wm = w * solver._pair_mask(mask)
+    z = x.double().requires_grad_(True)
+    value = solver.stress(z, d.double(), wm.double(), mask.double())
+    (grad,) = torch.autograd.grad(value.sum(), z)
+    v2, g2 = solver._stress_and_grad(x.double(), d.double(), wm.double())
+    assert torch.allclose(value, v2, atol=1e-10)
+    assert torch.allclose(grad, g2, atol=1e-10)
