@@ -27,6 +27,8 @@ __all__ = [
     "Dielectric",
     "mmff_minimize",
     "mmff_polish",
+    "mmff_polish_torch",
+    "mmff_terms",
     "mmff_can_type",
     "POLISH_NONBONDED_CUTOFF",
     "ENERGY_PROP",
@@ -261,6 +263,36 @@ def mmff_polish(mol: Chem.Mol, max_iters: int, *, variant: str = "MMFF94s") -> b
             mol, props, nonBondedThresh=POLISH_NONBONDED_CUTOFF, confId=conf.GetId()
         )
         ff.Minimize(maxIts=int(max_iters))
+    return True
+
+
+def mmff_polish_torch(mol: Chem.Mol, max_iters: int, *, variant: str = "MMFF94s") -> bool:
+    """:func:`mmff_polish` with the force field and optimiser in torch, all conformers at once.
+
+    The same energy term for term (:mod:`rdconfvae.forcefield`, equal to RDKit's to
+    1e-12 kcal/mol), each conformer with its own van der Waals contact list, minimised by
+    ``max_iters`` batched L-BFGS steps (:func:`rdconfvae.forcefield.minimize`, float32)
+    instead of RDKit's BFGS one conformer at a time. Not the default: measured on CPU it
+    costs 1.2-1.35x RDKit's time for the same final energies (benchmarks/results/
+    speed-profile). Same contract as :func:`mmff_polish`.
+    """
+    import torch
+
+    from rdconfvae import forcefield
+
+    if max_iters <= 0:
+        raise ValueError(f"max_iters must be positive, got {max_iters}")
+    props = _properties(mol, variant, "distance", 4.0)
+    if props is None:
+        return False
+    confs = list(mol.GetConformers())
+    if not confs:
+        return True
+    xyz = np.stack([c.GetPositions() for c in confs])
+    terms = mmff_terms(mol, props, xyz, POLISH_NONBONDED_CUTOFF)
+    out = forcefield.minimize(torch.from_numpy(xyz).float(), terms, int(max_iters))
+    for conf, x in zip(confs, out.double().numpy(), strict=True):
+        conf.SetPositions(x)
     return True
 
 

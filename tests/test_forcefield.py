@@ -165,3 +165,24 @@ def test_minimize_does_not_depend_on_the_batch():
     batch = forcefield.minimize(xyz, terms, 30)
     alone = forcefield.minimize(xyz[2:3], terms.select(torch.tensor([2])), 30)
     assert torch.allclose(batch[2], alone[0], atol=1e-6)
+
+
+def test_torch_polish_lowers_energy_like_rdkit_polish():
+    """refine.mmff_polish_torch: the same contract as mmff_polish, ending as low."""
+    mol = _conformers(FF_SMILES["sulfonamide, sulfoxide"], k=4, noise=0.15)
+    xyz = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    terms = refine.mmff_terms(mol, _rdkit(mol), xyz, 4.0)
+    ours, theirs = Chem.Mol(mol), Chem.Mol(mol)
+    assert refine.mmff_polish_torch(ours, 80) and refine.mmff_polish(theirs, 80)
+
+    def energies(m: Chem.Mol) -> torch.Tensor:
+        return forcefield.energy(
+            torch.from_numpy(np.stack([c.GetPositions() for c in m.GetConformers()])), terms
+        )
+
+    start = forcefield.energy(torch.from_numpy(xyz), terms)
+    assert (energies(ours) < start - 10.0).all()
+    assert energies(ours).mean() <= energies(theirs).mean() + 2.0
+    untypeable = Chem.AddHs(Chem.MolFromSmiles("[Xe]"))
+    AllChem.EmbedMolecule(untypeable, randomSeed=1)
+    assert not refine.mmff_polish_torch(untypeable, 10)
