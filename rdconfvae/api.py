@@ -24,7 +24,14 @@ from rdconfvae.errors import (
     UnsupportedMoleculeError,
 )
 from rdconfvae.fallback import FallbackWarning, embed_etkdg
-from rdconfvae.params import EmbedParameters, to_params
+from rdconfvae.params import (
+    ALIASES,
+    EmbedParameters,
+    Fallback,
+    check_count,
+    to_params,
+    validate,
+)
 
 __all__ = ["embed", "EmbedMultipleConfs", "GENERATOR_PROP", "FallbackWarning"]
 
@@ -32,15 +39,15 @@ log = logging.getLogger(__name__)
 
 
 def _dispatch(mol: Chem.Mol, n: int, opts: EmbedParameters) -> list[int]:
+    validate(opts)
     mmff = bool(opts.mmff)
-    if opts.fallback not in ("raise", "etkdg"):
-        raise InvalidInputError(f"fallback must be 'raise' or 'etkdg', got {opts.fallback!r}")
     try:
         return generate(mol, n, opts, mmff)
-    except UnsupportedMoleculeError:
+    except UnsupportedMoleculeError as exc:
         if opts.fallback != "etkdg":
             raise
-    return embed_etkdg(mol, n, opts, mmff)
+        reason = str(exc)
+    return embed_etkdg(mol, n, opts, mmff, reason)
 
 
 def embed(
@@ -53,7 +60,7 @@ def embed(
     prune_rms: float = -1.0,
     num_threads: int = 1,
     timeout: float | None = None,
-    fallback: str = "raise",
+    fallback: Fallback = "raise",
     params: EmbedParameters | Any | None = None,
 ) -> list[int]:
     """Embed ``n`` conformers of ``mol`` in place with the ConfVAE; return their ids.
@@ -86,7 +93,8 @@ def embed(
             the options; keyword arguments given with a non-default value win.
 
     Raises:
-        InvalidInputError: ``mol`` is None, empty or does not sanitize; ``n <= 0``.
+        InvalidInputError: ``mol`` is None, empty or does not sanitize; ``n`` is not a
+            positive integer; an option has the wrong type or value (the message names it).
         UnsupportedMoleculeError / MoleculeTooLargeError: outside the model's domain.
         EmbeddingFailedError / EmbeddingTimeoutError: no conformer could be made.
 
@@ -118,6 +126,11 @@ def embed(
         if params is None or value != defaults[key]:
             setattr(opts, key, value)
     opts.fallback = fallback
+    validate(opts, ALIASES)
+    validate_mol(mol)
+    n = check_count(n, "n")
+    if n <= 0:
+        raise InvalidInputError(f"n (number of conformers) must be positive, got {n}")
     return _dispatch(mol, n, opts)
 
 
@@ -139,8 +152,10 @@ def EmbedMultipleConfs(  # noqa: N802 -- RDKit's name
 
     Returns the ids of the conformers added; on embedding failure a shorter or
     empty list (never -1) and ``mol`` unchanged. Out-of-domain molecules fall
-    back to ETKDGv3 (``fallback="etkdg"`` is the default here). A ``None``
-    molecule raises :class:`InvalidInputError` (RDKit raises too).
+    back to ETKDGv3 (``fallback="etkdg"`` is the default here); with
+    ``fallback="raise"`` they raise :class:`UnsupportedMoleculeError`. A ``None``
+    molecule, a non-integer ``numConfs`` or an option of the wrong type or value raises
+    :class:`InvalidInputError` naming it (RDKit raises too).
     """
     if isinstance(params, int) and not isinstance(params, bool):
         kwargs.setdefault("maxAttempts", params)  # RDKit's third positional argument
@@ -151,11 +166,16 @@ def EmbedMultipleConfs(  # noqa: N802 -- RDKit's name
             raise TypeError(f"EmbedMultipleConfs() got an unexpected keyword argument {key!r}")
         setattr(opts, key, value)
     validate_mol(mol)
-    if int(numConfs) <= 0:
+    if check_count(numConfs, "numConfs") <= 0:
         return []
     try:
         return _dispatch(mol, int(numConfs), opts)
-    except (EmbeddingFailedError, UnsupportedMoleculeError) as exc:
+    except UnsupportedMoleculeError as exc:
+        if opts.fallback == "raise":  # asked for explicitly: out of domain is an error
+            raise
+        log.warning("EmbedMultipleConfs: no conformers: %s", exc)
+        return []
+    except EmbeddingFailedError as exc:
         log.warning("EmbedMultipleConfs: no conformers: %s", exc)
         return []
     except RdConfVAEError:

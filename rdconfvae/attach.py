@@ -37,8 +37,9 @@ def attach(
         conf.SetPositions(np.ascontiguousarray(xyz, dtype=float))
         conf.SetId(start + k)
         conf.SetProp(GENERATOR_PROP, generator)
-        if energies[k] is not None:
-            conf.SetDoubleProp(ENERGY_PROP, float(energies[k]))
+        energy = energies[k]
+        if energy is not None:
+            conf.SetDoubleProp(ENERGY_PROP, float(energy))
             conf.SetBoolProp(CONVERGED_PROP, bool(converged[k]))
         mol.AddConformer(conf, assignId=False)
         ids.append(start + k)

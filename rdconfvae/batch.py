@@ -64,7 +64,9 @@ class InputRecord:
 
 
 def _sdf_opener(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]
+    return open(path, "rb")
 
 
 def read_molecules(path: str | Path) -> Iterator[InputRecord]:
@@ -332,6 +334,7 @@ def embed_file(
 
     Raises:
         InvalidInputError: unusable input file, or a resume whose options or input differ.
+        WeightsError: the model cannot be loaded (raised before any file is written).
         OSError: files cannot be read or written.
     """
     from tqdm import tqdm
@@ -340,6 +343,9 @@ def embed_file(
     errors = Path(errors_path) if errors_path else out.with_name(out.name + ".errors.tsv")
     if not src.is_file():
         raise InvalidInputError(f"input file {src} does not exist")
+    from rdconfvae.modelstore import load_model
+
+    load_model()  # WeightsError here, before any output file exists
     workers = (os.cpu_count() or 1) if workers == 0 else max(int(workers), 1)
     prog_path = _progress_path(out)
     identity = {

@@ -270,10 +270,10 @@ class MethodError(RuntimeError):
 
 def _run_etkdg(mol: Chem.Mol, n: int, seed: int, timeout: float | None) -> str | None:
     params = rdDistGeom.ETKDGv3()
-    params.randomSeed = int(seed)
-    params.numThreads = 1
+    params.randomSeed = int(seed)  # type: ignore[assignment]  # rdkit stubs
+    params.numThreads = 1  # type: ignore[assignment]
     if timeout:
-        params.timeout = int(math.ceil(timeout))
+        params.timeout = int(math.ceil(timeout))  # type: ignore[assignment]
     ids = rdDistGeom.EmbedMultipleConfs(mol, int(n), params)
     if len(ids) == 0:
         raise MethodError("ETKDG embedding failed (0 conformers)")
@@ -564,7 +564,7 @@ def run_benchmark(
     for rec in iterator:
         n = args.n if args.n is not None else 2 * rec.ref.GetNumConformers()
         runs = runner.run(input_mol(rec), n, args.seed)
-        row = {
+        row: dict[str, Any] = {
             "name": rec.name,
             "smiles": rec.smiles,
             "n_heavy": rec.n_heavy,
@@ -574,7 +574,7 @@ def run_benchmark(
             "methods": {},
         }
         for method, run in runs.items():
-            entry = {
+            entry: dict[str, Any] = {
                 "ok": run.mol is not None,
                 "n_confs": run.n_confs,
                 "cpu_s": run.cpu_s,
@@ -594,7 +594,9 @@ def run_benchmark(
         rows.append(row)
     if bar is not None:
         bar.close()
-    meta = {"conforge_settings": runner.conforge.settings(args.n or 0) if runner.conforge else None}
+    meta: dict[str, Any] = {
+        "conforge_settings": runner.conforge.settings(args.n or 0) if runner.conforge else None
+    }
     if task == "validity":
         meta["energy_references"] = metrics._reference_energy.cache_info().misses - refs_before
     if meta["conforge_settings"] is not None and args.n is None:
@@ -918,8 +920,8 @@ def write_plots(out: Path, task: str, rows: Sequence[dict], methods: Sequence[st
         return []
     files = []
     key = {"platinum": "min_rmsd", "ensembles": "mat_r"}.get(task)
-    label = {"min_rmsd": "min heavy-atom RMSD to pose (A)", "mat_r": "MAT-R (A)"}.get(key)
-    if key:
+    label = {"min_rmsd": "min heavy-atom RMSD to pose (A)", "mat_r": "MAT-R (A)"}.get(key or "")
+    if key and label:
         fig, ax = plt.subplots(figsize=(6, 4.5))
         for m in methods:
             vals = np.sort(
@@ -981,8 +983,8 @@ def write_plots(out: Path, task: str, rows: Sequence[dict], methods: Sequence[st
             if r["methods"][m].get("cpu_per_conf_s")
         ]
         if pts:
-            x, y = zip(*pts, strict=True)
-            ax.scatter(x, y, s=10, alpha=0.6, label=m)
+            px, py = zip(*pts, strict=True)
+            ax.scatter(px, py, s=10, alpha=0.6, label=m)
     ax.set_yscale("log")
     ax.set_xlabel("heavy atoms")
     ax.set_ylabel("CPU ms per conformer")
@@ -1091,7 +1093,7 @@ def run_threads(data: Path, out: Path, args: argparse.Namespace, argv: Sequence[
     records = select_records(load_records(data, "platinum"), args.limit, args.sample)
     counts = (1, args.threads)
     rdconfvae.embed(input_mol(records[0]), n=2, seed=args.seed)  # load the model untimed
-    rows = []
+    rows: list[dict[str, Any]] = []
     for rec in records:
         row = {"name": rec.name, "n_heavy": rec.n_heavy}
         coords = {}
@@ -1156,7 +1158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # absent from rdkit stubs
     logging.getLogger("rdconfvae.refine").setLevel(logging.ERROR)  # counted in the report
     logging.getLogger("posebusters").setLevel(logging.ERROR)
     try:

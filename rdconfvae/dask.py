@@ -169,7 +169,7 @@ def _embed_element(index: int, element: Any, options: EmbedOptions) -> EmbedResu
         name, item = element
     if isinstance(item, (bytes, bytearray)):
         try:
-            item = Chem.Mol(bytes(item))
+            item = Chem.Mol(bytes(item))  # type: ignore[call-overload]  # stubs lack Mol(bytes)
         except Exception as exc:  # noqa: BLE001 -- a bad element fails alone
             return EmbedResult(index, name, "failed", f"InvalidInputError: {exc}")
     elif isinstance(item, str) and "\n" in item.strip():
@@ -337,8 +337,9 @@ def write_results(results: Iterable[EmbedResult], path: str | Path) -> tuple[int
     try:
         for r in results:
             name = r.name or f"mol{r.index + 1}"
-            if r.ok:
-                out.write_record(conformer_records(r.mol, name))
+            mol = r.mol
+            if r.ok and mol is not None:
+                out.write_record(conformer_records(mol, name))
                 n_ok += 1
             else:
                 out.write_error(name, r.error)
@@ -383,7 +384,7 @@ def embed_dataframe(
     col = _source_column(ddf, smiles_col, mol_col)
     _check_rows(rows)
     EmbedOptions(n=n, **embed_options)  # validate here, not on a worker
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "n": n,
         "rows": rows,
         "name_col": name_col,
@@ -407,6 +408,8 @@ def _same_coordinates(a: Sequence[EmbedResult], b: Sequence[EmbedResult]) -> boo
             return False
         if ra.ok:
             ma, mb = ra.mol, rb.mol
+            if ma is None or mb is None:
+                return False
             for ca, cb in zip(ma.GetConformers(), mb.GetConformers(), strict=True):
                 if not np.array_equal(ca.GetPositions(), cb.GetPositions()):
                     return False
@@ -505,12 +508,12 @@ def bench_throughput(
                 cmd.append("--mmff")
             import resource
 
-            c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.perf_counter() - t0
-            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         rows.append(
             _timing_row(
                 "CLI `rdconfvae embed` (whole command)",

@@ -35,8 +35,10 @@ from rdkit import Chem
 from rdconfvae import featurize as fz
 from rdconfvae import workers
 from rdconfvae.attach import attach
+from rdconfvae.bounds import GeometryGate, bounds_refine
 from rdconfvae.deadline import Deadline
 from rdconfvae.errors import EmbeddingFailedError, InvalidInputError
+from rdconfvae.fallback import caller_stacklevel
 from rdconfvae.fragments import Fragment, layout_fragments, split_fragments
 from rdconfvae.geometry import heavy_with_confs, hydrogen_map
 from rdconfvae.modelstore import LoadedModel, load_model
@@ -57,6 +59,13 @@ from rdconfvae.stereo import declared_stereo_broken
 __all__ = ["generate", "Batch"]
 
 log = logging.getLogger(__name__)
+
+
+def _signed_volumes(xyz: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(K, T) signed volumes (n1 - c) . ((n2 - c) x (n3 - c)), Angstrom^3."""
+    c = xyz[:, idx[:, 0]]
+    a, b, d = (xyz[:, idx[:, m]] - c for m in (1, 2, 3))
+    return (a * np.cross(b, d)).sum(-1)
 
 
 @contextmanager
@@ -82,12 +91,13 @@ def validate_mol(mol: object) -> None:
 @dataclass
 class Batch:
     """Conformers made in one go: caller-order and heavy-atom coordinates (K, N, 3),
-    Angstrom; MMFF energies (kcal/mol) and convergence, None without ``mmff``."""
+    Angstrom; MMFF energies (kcal/mol) and convergence, None without ``mmff``; the checks."""
 
     all_xyz: np.ndarray
     heavy_xyz: np.ndarray
     energies: list[float | None]
     converged: list[bool | None]
+    ok: np.ndarray  # (K,) bool: passed the geometry gate and kept the declared stereo
 
     def take(self, idx: np.ndarray) -> Batch:
         return Batch(
@@ -95,6 +105,7 @@ class Batch:
             self.heavy_xyz[idx],
             [self.energies[i] for i in idx],
             [self.converged[i] for i in idx],
+            self.ok[idx],
         )
 
     @staticmethod
@@ -104,6 +115,7 @@ class Batch:
             np.concatenate([p.heavy_xyz for p in parts]),
             [e for p in parts for e in p.energies],
             [c for p in parts for c in p.converged],
+            np.concatenate([p.ok for p in parts]),
         )
 
 
@@ -138,6 +150,7 @@ class _Job:
         self.stress_iters = POLISH_STRESS_ITERS if polish else STRESS_ITERS
         self.steps = int(self.model.manifest.get("inference", {}).get("solver_steps", 30))
         self.mmff_warned = False
+        self._gates: dict[int, GeometryGate] = {}
 
     # ------------------------------------------------------------------ sampling
 
@@ -148,11 +161,14 @@ class _Job:
         temperature = float(self.opts.temperature)
         enforce = bool(self.opts.enforceChirality)
 
-        def run(chunks: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        def run(
+            chunks: list[torch.Tensor], signs: list[torch.Tensor | None]
+        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
             if self.pool is not None and len(chunks) > 1:
                 return workers.run_sample_chunks(
                     self.pool,
                     chunks,
+                    signs,
                     self.model.path.parent,
                     graph,
                     geom,
@@ -163,7 +179,7 @@ class _Job:
                     self.deadline,
                 )
             results = []
-            for c in chunks:
+            for c, sign in zip(chunks, signs, strict=True):
                 self.deadline.check("sampling")
                 results.append(
                     sample_chunk(
@@ -175,6 +191,7 @@ class _Job:
                         self.steps,
                         enforce,
                         self.stress_iters,
+                        sign,
                     )
                 )
             return results
@@ -215,11 +232,17 @@ class _Job:
             workers.polish_in_pool(full, self.polish, self.pool, self.threads, self.deadline)
         self.deadline.check("MMFF polish")
 
-    def _minimize(self, full: Chem.Mol, count: int) -> tuple[list, list]:
+    def _minimize(
+        self, full: Chem.Mol, count: int, conf_ids: list[int] | None = None
+    ) -> tuple[list, list]:
+        """MMFF94s to convergence of ``conf_ids`` (default: all ``count`` conformers)."""
         self.deadline.check("MMFF")
+        if conf_ids is not None:
+            count = len(conf_ids)
         res = mmff_minimize(
             full,
-            dielectric=str(self.opts.dielectric),
+            conf_ids,
+            dielectric=self.opts.dielectric,
             dielectric_constant=4.0 if self.opts.dielectric == "distance" else 1.0,
             num_threads=self.threads,
         )
@@ -229,7 +252,7 @@ class _Job:
                 warnings.warn(
                     "MMFF94s cannot type this molecule: conformers are returned unminimised",
                     RuntimeWarning,
-                    stacklevel=6,
+                    stacklevel=caller_stacklevel(),
                 )
                 self.mmff_warned = True
             return [None] * count, [None] * count
@@ -237,8 +260,32 @@ class _Job:
 
     # ------------------------------------------------------------------ stages
 
+    def _gate(self, xyz: np.ndarray, mol: Chem.Mol, repair: bool) -> np.ndarray:
+        """(K,) True where a conformer passes the geometry gate (:mod:`rdconfvae.bounds`).
+
+        With ``repair`` a failing conformer is moved into its bounds first
+        (:func:`rdconfvae.bounds.bounds_refine`; every tetrahedral centre keeps its side)
+        and ``xyz`` (K, N, 3, in ``mol``'s atom order) is updated in place."""
+        key = mol.GetNumAtoms()
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = GeometryGate.for_mol(mol)
+        bad = gate.failures(xyz)
+        if repair and bad.any():
+            self.deadline.check("geometry check")
+            idx = np.flatnonzero(bad)
+            sign = np.sign(
+                _signed_volumes(xyz[idx], gate.tetra) if len(gate.tetra) else np.zeros((0,))
+            )
+            fixed = bounds_refine(xyz[idx], gate, gate.tetra, sign)
+            xyz[idx] = fixed
+            bad[idx] = gate.failures(fixed)
+        return ~bad
+
     def make(self, k: int, seed: int) -> Batch:
-        """Up to k conformers: sampled, laid out, hydrogens placed, polished or minimised."""
+        """Up to k conformers: sampled, laid out, hydrogens placed, polished or minimised,
+        then checked (``Batch.ok``: the geometry gate passed and, where enforced, the
+        declared stereo kept)."""
         per_frag = self._sample(k, seed)
         count = min(len(x) for x in per_frag)
         if count == 0:
@@ -251,7 +298,8 @@ class _Job:
         energies: list[float | None] = [None] * count
         converged: list[bool | None] = [None] * count
         if not (self.has_h or self.mmff or self.polish):
-            return Batch(coords, coords, energies, converged)
+            ok = self._gate(coords, self.heavy, repair=True)
+            return Batch(coords, coords, energies, converged, ok)
         full = Chem.AddHs(heavy_confs, addCoords=True)
         unpolished = None
         if self.polish:
@@ -261,23 +309,44 @@ class _Job:
             energies, converged = self._minimize(full, count)
         full_xyz = np.stack([c.GetPositions() for c in full.GetConformers()])
         n_heavy = self.heavy.GetNumAtoms()
-        if unpolished is not None and bool(self.opts.enforceChirality):
+        enforce = bool(self.opts.enforceChirality)
+        if unpolished is not None and enforce:
             # the rare conformer whose stereo the polish changed keeps its unpolished,
             # stereo-correct coordinates (cheaper than resampling, and always n conformers)
             flipped = declared_stereo_broken(self.frags, full_xyz[:, :n_heavy])
             full_xyz[flipped] = unpolished[flipped]
+        if self.mmff:
+            ok = self._gate(full_xyz, full, repair=False)
+            if not ok.all():
+                # repaired, then minimised again (its energy must be the minimum's), then
+                # checked once more; what still fails is replaced by the caller
+                ids = np.flatnonzero(~ok)
+                self._gate(full_xyz, full, repair=True)
+                confs = list(full.GetConformers())
+                for i in ids:
+                    confs[i].SetPositions(full_xyz[i])
+                again, conv = self._minimize(full, count, [confs[i].GetId() for i in ids])
+                for slot, i in enumerate(ids):
+                    energies[i], converged[i] = again[slot], conv[slot]
+                    full_xyz[i] = confs[i].GetPositions()
+                ok = self._gate(full_xyz, full, repair=False)
+        else:
+            ok = self._gate(full_xyz, full, repair=True)
+        if enforce:
+            ok &= ~declared_stereo_broken(self.frags, full_xyz[:, :n_heavy])
         heavy_xyz = full_xyz[:, :n_heavy]
         if self.has_h:
             mapping = hydrogen_map(self.work, self.heavy_idx, full)
             all_xyz = full_xyz[:, [mapping[i] for i in range(self.work.GetNumAtoms())]]
         else:
             all_xyz = heavy_xyz
-        return Batch(all_xyz, heavy_xyz, energies, converged)
+        return Batch(all_xyz, heavy_xyz, energies, converged, ok)
 
-    def make_stereo_kept(self, n: int, seed: int) -> Batch:
-        """With ``mmff`` and ``enforceChirality``: MMFF can push a centre through the plane
-        when it starts from a rough geometry (measured: 3.4 % of raw model conformers);
-        those are dropped and replacements sampled (``maxAttempts`` rounds)."""
+    def make_checked(self, n: int, seed: int) -> Batch:
+        """n conformers that passed the checks of :meth:`make`; the ones that did not
+        (MMFF can push a centre through the plane when it starts from a rough geometry,
+        measured: 3.4 % of raw model conformers; a geometry the gate cannot repair) are
+        dropped and replacements sampled (``maxAttempts`` rounds)."""
         parts = []
         have = 0
         batch = self.make(n, seed)
@@ -287,13 +356,24 @@ class _Job:
                 if missing <= 0:
                     break
                 batch = self.make(2 * missing + 2, seed + 104_729 * attempt)
-            good = np.flatnonzero(~declared_stereo_broken(self.frags, batch.heavy_xyz))
-            good = good[: n - have]
+            good = np.flatnonzero(batch.ok)[: n - have]
             parts.append(batch.take(good))
             have += len(good)
         if have == 0:
-            raise EmbeddingFailedError("every conformer changed its stereo during MMFF")
+            raise EmbeddingFailedError(
+                "no conformer passed the geometry and stereo checks "
+                f"({self._fault_summary(batch)}); the declared stereo may be impossible in 3D"
+            )
         return Batch.concat(parts)
+
+    def _fault_summary(self, batch: Batch) -> str:
+        if batch.ok.all() or not len(batch.all_xyz):
+            return "no conformer sampled"
+        first = int(np.flatnonzero(~batch.ok)[0])
+        xyz = batch.all_xyz[first]
+        text = self._gates.get(self.work.GetNumAtoms()) or GeometryGate.for_mol(self.work)
+        found = text.describe(xyz)
+        return f"e.g. {found}" if found != "none" else "e.g. the declared stereo changed"
 
     def prune(self, batch: Batch) -> list[int]:
         """Indices kept by ``pruneRmsThresh`` (lowest energy first when there are energies)."""
@@ -304,10 +384,10 @@ class _Job:
         self.deadline.check("pruning")
         sub = batch.heavy_xyz[keep]
         rms = superposed_rmsd(sub, sub, symmetry_matches(self.heavy, self.heavy))
-        energies = batch.energies
+        energies = [e if e is not None else 0.0 for e in batch.energies]
         order = (
             sorted(range(len(keep)), key=lambda i: energies[keep[i]])
-            if energies[0] is not None
+            if batch.energies[0] is not None
             else None
         )
         return [keep[i] for i in prune_indices(rms, float(thresh), order)]
@@ -323,10 +403,7 @@ def generate(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[i
         raise InvalidInputError(f"number of conformers must be positive, got {n}")
     seed = resolve_seed(opts.randomSeed)
     job = _Job(mol, opts, mmff)
-    if mmff and bool(opts.enforceChirality):
-        batch = job.make_stereo_kept(n, seed)
-    else:
-        batch = job.make(n, seed)
+    batch = job.make_checked(n, seed)
     keep = job.prune(batch)
     # success: now, and only now, touch the caller's molecule
     return attach(

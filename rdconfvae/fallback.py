@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-import threading
+import os
+import sys
 import warnings
+from types import FrameType
 
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
@@ -14,35 +16,65 @@ from rdconfvae.errors import EmbeddingFailedError
 from rdconfvae.params import EmbedParameters, resolve_seed
 from rdconfvae.refine import mmff_minimize
 
-__all__ = ["FallbackWarning", "embed_etkdg"]
+__all__ = ["FallbackWarning", "embed_etkdg", "caller_stacklevel", "describe"]
 
-_fallback_warned = threading.Event()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class FallbackWarning(UserWarning):
-    """A molecule outside the model's domain was embedded with RDKit's ETKDGv3."""
+    """A molecule outside the model's domain was embedded with RDKit's ETKDGv3.
+
+    Issued for every such molecule, naming it and the reason, at the caller's line;
+    silence it the standard way: ``warnings.simplefilter("ignore", FallbackWarning)``.
+    """
 
 
-def embed_etkdg(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
-    """RDKit ETKDGv3 on a copy (hydrogens added when missing), then attached to ``mol``."""
-    if not _fallback_warned.is_set():
-        _fallback_warned.set()
-        warnings.warn(
-            "molecule outside the ConfVAE domain: embedded with RDKit ETKDGv3 instead "
-            f"(conformer property {GENERATOR_PROP!r} says which generator made each conformer)",
-            FallbackWarning,
-            stacklevel=3,
-        )
+def caller_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside this package (the user's call)."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+        _PACKAGE_DIR + os.sep
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def describe(mol: Chem.Mol, limit: int = 80) -> str:
+    """The molecule's name, else its SMILES (shortened), for messages."""
+    if mol.HasProp("_Name") and mol.GetProp("_Name").strip():
+        return mol.GetProp("_Name").strip()
+    try:
+        smiles = Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False))
+    except Exception:  # noqa: BLE001 -- a name for a message, never a failure
+        smiles = f"{mol.GetNumAtoms()}-atom molecule"
+    return smiles if len(smiles) <= limit else smiles[: limit - 3] + "..."
+
+
+def embed_etkdg(
+    mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool, reason: str = ""
+) -> list[int]:
+    """RDKit ETKDGv3 on a copy (hydrogens added when missing), then attached to ``mol``.
+
+    Warns (:class:`FallbackWarning`) once per molecule, naming it and ``reason``."""
+    warnings.warn(
+        f"{describe(mol)}: outside the ConfVAE domain ({reason or 'unsupported'}); embedded "
+        f"with RDKit ETKDGv3 instead (conformer property {GENERATOR_PROP}='etkdg')",
+        FallbackWarning,
+        stacklevel=caller_stacklevel(),
+    )
     work = Chem.Mol(mol)
     has_h = any(a.GetAtomicNum() == 1 for a in work.GetAtoms())
     full = work if has_h else Chem.AddHs(work)
     params = rdDistGeom.ETKDGv3()
-    params.randomSeed = resolve_seed(opts.randomSeed)
-    params.numThreads = int(opts.numThreads or 0)
-    params.pruneRmsThresh = float(opts.pruneRmsThresh or -1.0)
-    params.enforceChirality = bool(opts.enforceChirality)
+    # rdkit's stubs type these fields as EmbedParameters: the ignores are for that
+    params.randomSeed = resolve_seed(opts.randomSeed)  # type: ignore[assignment]
+    params.numThreads = int(opts.numThreads or 0)  # type: ignore[assignment]
+    params.pruneRmsThresh = float(opts.pruneRmsThresh or -1.0)  # type: ignore[assignment]
+    params.enforceChirality = bool(opts.enforceChirality)  # type: ignore[assignment]
     if opts.timeout:
-        params.timeout = int(math.ceil(float(opts.timeout)))
+        params.timeout = int(math.ceil(float(opts.timeout)))  # type: ignore[assignment]
     ids = list(rdDistGeom.EmbedMultipleConfs(full, int(n), params))
     if not ids:
         raise EmbeddingFailedError("ETKDGv3 fallback produced no conformer")
@@ -51,7 +83,7 @@ def embed_etkdg(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> lis
     if mmff:
         res = mmff_minimize(
             full,
-            dielectric=str(opts.dielectric),
+            dielectric=opts.dielectric,
             dielectric_constant=4.0 if opts.dielectric == "distance" else 1.0,
             num_threads=int(opts.numThreads or 0),
         )

@@ -35,6 +35,7 @@ __all__ = [
     "MolGraph",
     "featurize",
     "check_supported",
+    "check_atom_supported",
     "heavy_atom_mol",
     "pair_indices",
 ]
@@ -104,6 +105,10 @@ class MolGraph:
         chiral_sign: (C,) float32 -- required sign of the signed volume (see stereo.py)
         dbl_idx: (S, 4) int64 -- a, b, c, d of a stereo double bond b=c
         dbl_cis: (S,) float32 -- +1 when a and d must be cis, -1 when trans
+        free_chiral_idx: (U, 4) int64 -- like ``chiral_idx``, for the potential tetrahedral
+            centres whose configuration is not given (sampled over both hands)
+        free_dbl_idx: (V, 4) int64 -- like ``dbl_idx``, for the potential stereo double
+            bonds whose configuration is not given (sampled over E and Z)
     """
 
     atom_feat: torch.Tensor
@@ -114,6 +119,8 @@ class MolGraph:
     chiral_sign: torch.Tensor
     dbl_idx: torch.Tensor
     dbl_cis: torch.Tensor
+    free_chiral_idx: torch.Tensor
+    free_dbl_idx: torch.Tensor
 
     @property
     def num_atoms(self) -> int:
@@ -170,32 +177,38 @@ def check_supported(mol: Chem.Mol) -> None:
             f"{n} heavy atom(s): the model needs at least {MIN_HEAVY_ATOMS} heavy atoms"
         )
     for atom in mol.GetAtoms():
-        where = f"atom {atom.GetIdx()} ({atom.GetSymbol()})"
-        if atom.GetSymbol() not in ELEMENTS:
-            raise UnsupportedMoleculeError(
-                f"{where}: element {atom.GetSymbol()} is not in the model's vocabulary "
-                f"({' '.join(ELEMENTS)} + H)"
-            )
-        if atom.GetFormalCharge() not in CHARGES:
-            raise UnsupportedMoleculeError(
-                f"{where}: formal charge {atom.GetFormalCharge():+d} is outside "
-                f"{CHARGES[0]:+d}..{CHARGES[-1]:+d}"
-            )
-        if atom.GetNumRadicalElectrons():
-            raise UnsupportedMoleculeError(
-                f"{where}: {atom.GetNumRadicalElectrons()} radical electron(s); "
-                "radicals are not supported"
-            )
-        if atom.GetDegree() > MAX_DEGREE:
-            raise UnsupportedMoleculeError(f"{where}: degree {atom.GetDegree()} > {MAX_DEGREE}")
-        if atom.GetTotalNumHs() > MAX_H:
-            raise UnsupportedMoleculeError(f"{where}: {atom.GetTotalNumHs()} hydrogens")
+        check_atom_supported(atom)
     for bond in mol.GetBonds():
         if bond.GetBondType() not in BOND_TYPES:
             raise UnsupportedMoleculeError(
                 f"bond {bond.GetIdx()} ({bond.GetBeginAtomIdx()}-{bond.GetEndAtomIdx()}): "
                 f"bond type {bond.GetBondType()} is not supported"
             )
+
+
+def check_atom_supported(atom: Chem.Atom) -> None:
+    """Raise UnsupportedMoleculeError when ``atom`` (of a heavy-atom molecule) is outside the
+    vocabulary: element, formal charge, radical electrons, degree or hydrogen count."""
+    where = f"atom {atom.GetIdx()} ({atom.GetSymbol()})"
+    if atom.GetSymbol() not in ELEMENTS:
+        raise UnsupportedMoleculeError(
+            f"{where}: element {atom.GetSymbol()} is not in the model's vocabulary "
+            f"({' '.join(ELEMENTS)} + H)"
+        )
+    if atom.GetFormalCharge() not in CHARGES:
+        raise UnsupportedMoleculeError(
+            f"{where}: formal charge {atom.GetFormalCharge():+d} is outside "
+            f"{CHARGES[0]:+d}..{CHARGES[-1]:+d}"
+        )
+    if atom.GetNumRadicalElectrons():
+        raise UnsupportedMoleculeError(
+            f"{where}: {atom.GetNumRadicalElectrons()} radical electron(s); "
+            "radicals are not supported"
+        )
+    if atom.GetDegree() > MAX_DEGREE:
+        raise UnsupportedMoleculeError(f"{where}: degree {atom.GetDegree()} > {MAX_DEGREE}")
+    if atom.GetTotalNumHs() > MAX_H:
+        raise UnsupportedMoleculeError(f"{where}: {atom.GetTotalNumHs()} hydrogens")
 
 
 def _one_hot(value: object, choices: tuple, other: bool = False) -> list[float]:
@@ -345,6 +358,33 @@ def _chiral_centres(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def _free_stereo(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
+    """Potential stereo elements without a given configuration (RDKit's
+    ``FindPotentialStereo``: unspecified or marked unknown): tetrahedral centres with at
+    least three heavy neighbours as (centre, n1, n2, n3), double bonds as (a, b, c, d)."""
+    centres, bonds = [], []
+    wanted = (Chem.StereoSpecified.Unspecified, Chem.StereoSpecified.Unknown)
+    for info in Chem.FindPotentialStereo(mol, cleanIt=False):
+        if info.specified not in wanted:
+            continue
+        if info.type == Chem.StereoType.Atom_Tetrahedral:
+            atom = mol.GetAtomWithIdx(info.centeredOn)
+            nbrs = [b.GetOtherAtomIdx(atom.GetIdx()) for b in atom.GetBonds()]
+            if len(nbrs) >= 3:
+                centres.append([atom.GetIdx(), nbrs[0], nbrs[1], nbrs[2]])
+        elif info.type == Chem.StereoType.Bond_Double:
+            bond = mol.GetBondWithIdx(info.centeredOn)
+            b, c = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+            a = [n.GetIdx() for n in bond.GetBeginAtom().GetNeighbors() if n.GetIdx() != c]
+            d = [n.GetIdx() for n in bond.GetEndAtom().GetNeighbors() if n.GetIdx() != b]
+            if a and d:
+                bonds.append([a[0], b, c, d[0]])
+    return (
+        np.asarray(centres, dtype=np.int64).reshape(-1, 4),
+        np.asarray(bonds, dtype=np.int64).reshape(-1, 4),
+    )
+
+
 def featurize(mol: Chem.Mol) -> MolGraph:
     """Featurize a heavy-atom molecule (no explicit H; see :func:`heavy_atom_mol`).
 
@@ -363,6 +403,7 @@ def featurize(mol: Chem.Mol) -> MolGraph:
     dbl = _stereo_double_bonds(work)
     chiral_idx, chiral_sign = _chiral_centres(work)
     dbl_arr = np.asarray([d[:4] for d in dbl], dtype=np.int64).reshape(-1, 4)
+    free_chiral, free_dbl = _free_stereo(work)
     return MolGraph(
         atom_feat=torch.from_numpy(_atom_features(work)),
         pair_feat=torch.from_numpy(_pair_features(work, pi, pj, dbl)),
@@ -372,4 +413,6 @@ def featurize(mol: Chem.Mol) -> MolGraph:
         chiral_sign=torch.from_numpy(chiral_sign),
         dbl_idx=torch.from_numpy(dbl_arr),
         dbl_cis=torch.tensor([d[4] for d in dbl], dtype=torch.float32),
+        free_chiral_idx=torch.from_numpy(free_chiral),
+        free_dbl_idx=torch.from_numpy(free_dbl),
     )

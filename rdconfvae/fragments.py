@@ -1,9 +1,10 @@
 """Fragments of a heavy-atom molecule (salts, mixtures): featurized one by one, each
 sampled on its own, then laid side by side.
 
-Each fragment with two or more heavy atoms is featurized for the model; single-atom
-counter-ions (alkali, alkaline-earth or halide: :data:`ION_ELEMENTS`) are placed
-without it; any other single-atom fragment is out of the model's domain. After
+Each fragment with two or more heavy atoms is featurized for the model; a fragment
+of one heavy atom (a counter-ion of :data:`ION_ELEMENTS`, or an atom of the model's
+vocabulary such as the O of water) is placed without it; any other single-atom
+fragment is out of the model's domain. After
 sampling, fragments are centred and placed along x with :data:`FRAGMENT_GAP`
 Angstrom between their enclosing spheres.
 """
@@ -38,20 +39,20 @@ class Fragment:
 
 
 def split_fragments(heavy: Chem.Mol) -> list[Fragment]:
-    """Featurize every fragment; raises UnsupportedMoleculeError before any work is done."""
+    """Featurize every fragment; raises UnsupportedMoleculeError before any work is done.
+
+    A fragment of one heavy atom needs no model: an atom of the model's vocabulary (water,
+    methane, ammonium; :func:`rdconfvae.featurize.check_atom_supported`) or a counter-ion
+    of :data:`ION_ELEMENTS` is placed at the origin, its hydrogens are added around it.
+    """
     atom_sets = Chem.GetMolFrags(heavy, asMols=False, sanitizeFrags=False)
-    if len(atom_sets) == 1:
+    if len(atom_sets) == 1 and heavy.GetNumAtoms() > 1:
         return [Fragment(atom_sets[0], heavy, fz.featurize(heavy))]
     mols = Chem.GetMolFrags(heavy, asMols=True, sanitizeFrags=False)
     frags = []
     for atoms, frag in zip(atom_sets, mols, strict=True):
         if frag.GetNumAtoms() == 1:
-            symbol = frag.GetAtomWithIdx(0).GetSymbol()
-            if symbol not in ION_ELEMENTS:
-                raise UnsupportedMoleculeError(
-                    f"atom {atoms[0]} ({symbol}): single-atom fragment of an element that is "
-                    f"not a supported counter-ion ({' '.join(sorted(ION_ELEMENTS))})"
-                )
+            _check_single_atom(frag.GetAtomWithIdx(0), atoms[0])
             frags.append(Fragment(atoms, frag, None))
             continue
         frag.UpdatePropertyCache(strict=False)
@@ -62,6 +63,23 @@ def split_fragments(heavy: Chem.Mol) -> list[Fragment]:
             raise UnsupportedMoleculeError(f"fragment of heavy atoms {list(atoms)}: {exc}") from exc
         frags.append(Fragment(atoms, frag, graph))
     return frags
+
+
+def _check_single_atom(atom: Chem.Atom, index: int) -> None:
+    """A one-heavy-atom fragment is a counter-ion or an atom of the model's vocabulary."""
+    if atom.GetSymbol() in ION_ELEMENTS and atom.GetSymbol() not in fz.ELEMENTS:
+        return
+    if atom.GetSymbol() in fz.ELEMENTS:
+        try:
+            fz.check_atom_supported(atom)
+        except UnsupportedMoleculeError as exc:
+            raise UnsupportedMoleculeError(f"single-atom fragment, {exc}") from exc
+        return
+    raise UnsupportedMoleculeError(
+        f"atom {index} ({atom.GetSymbol()}): single-atom fragment of an element that is "
+        f"neither in the model's vocabulary nor a supported counter-ion "
+        f"({' '.join(sorted(ION_ELEMENTS))})"
+    )
 
 
 def layout_fragments(

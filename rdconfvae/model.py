@@ -142,7 +142,8 @@ class ConfVAE(nn.Module):
 
     def _rbf(self, dist: torch.Tensor) -> torch.Tensor:
         """(P,) Angstrom -> (P, R) Gaussian basis."""
-        return torch.exp(-self.rbf_gamma * (dist.unsqueeze(-1) - self.rbf_centers).pow(2))
+        centers = self.rbf_centers  # a buffer; torch types module attributes as Tensor | Module
+        return torch.exp(-self.rbf_gamma * (dist.unsqueeze(-1) - centers).pow(2))  # type: ignore[operator]
 
     @torch.jit.export
     def encode_graph(

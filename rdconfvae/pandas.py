@@ -82,7 +82,7 @@ def _check_rows(rows: str) -> None:
 def _source_column(df: pd.DataFrame, smiles_col: str | None, mol_col: str | None) -> str:
     if (smiles_col is None) == (mol_col is None):
         raise TypeError("give exactly one of smiles_col= or mol_col=")
-    col = smiles_col if smiles_col is not None else mol_col
+    col = smiles_col if smiles_col is not None else str(mol_col)
     _require_column(df, col)
     return col
 
@@ -166,7 +166,7 @@ def _assemble(
     out = df.iloc[positions].copy()
     index = out.index
 
-    def column(key: str, dtype: str) -> pd.Series:
+    def column(key: str, dtype: Any) -> pd.Series:
         return pd.Series([rec[key] for rec in records], index=index, dtype=dtype)
 
     out[mol_out] = column("mol", object)
@@ -183,7 +183,7 @@ def _assemble(
 def _render_molecules(frame: pd.DataFrame) -> None:
     """Mark ``frame`` for PandasTools' image rendering (a no-op where patching fails)."""
     try:
-        from rdkit.Chem import PandasTools
+        from rdkit.Chem import PandasTools  # type: ignore[attr-defined]  # absent from stubs
     except ImportError:  # pragma: no cover - PandasTools needs pandas, which we have here
         return
     PandasTools.ChangeMoleculeRendering(frame)
@@ -266,7 +266,10 @@ def _sdf_frame(
     tmp = "__rdconfvae_mol__"
     out = _assemble(df, results, rows, tmp)
     if rows == "molecule":
-        texts = [conformer_records(r.mol, r.name) if r.ok else None for r in results]
+        texts = [
+            conformer_records(m, r.name) if r.ok and (m := r.mol) is not None else None
+            for r in results
+        ]
     else:
         texts = [None if m is None else conformer_records(m) for m in out[tmp]]
     out[sdf_col] = pd.Series(texts, index=out.index, dtype=object)

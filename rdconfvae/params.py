@@ -10,8 +10,10 @@ ignored (listed in ``RDKIT_IGNORED``).
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import random
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -23,8 +25,18 @@ __all__ = [
     "to_params",
     "check_polish_iters",
     "resolve_seed",
+    "check_count",
+    "validate",
+    "ALIASES",
+    "Dielectric",
+    "Fallback",
     "DEFAULT_POLISH_ITERS",
 ]
+
+#: MMFF dielectric model: distance-dependent (eps = 4 r) or constant (eps = 1, gas phase).
+Dielectric = Literal["distance", "constant"]
+#: Out-of-domain molecules: raise UnsupportedMoleculeError, or embed with RDKit's ETKDGv3.
+Fallback = Literal["raise", "etkdg"]
 
 #: MMFF94s polish steps of the default output (without ``mmff``). Chosen on held-out CCD
 #: validation molecules (300, n=50; the solver's stress L-BFGS skipped ahead of the polish):
@@ -107,6 +119,20 @@ class EmbedParameters:
 
     __slots__ = tuple(_FIELDS) + RDKIT_IGNORED
 
+    # the types of the fields in _FIELDS, for type checkers (values live in the slots)
+    randomSeed: int
+    clearConfs: bool
+    pruneRmsThresh: float
+    numThreads: int
+    enforceChirality: bool
+    maxAttempts: int
+    timeout: float
+    mmff: bool
+    polishIters: int
+    dielectric: Dielectric
+    fallback: Fallback
+    temperature: float
+
     def __init__(self, **kwargs: Any) -> None:
         for name, value in _FIELDS.items():
             object.__setattr__(self, name, value)
@@ -160,12 +186,82 @@ def to_params(params: Any) -> EmbedParameters:
     )
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def _refuse(name: str, want: str, value: Any) -> InvalidInputError:
+    return InvalidInputError(f"{name} must be {want}, got {value!r} ({type(value).__name__})")
+
+
 def check_polish_iters(value: Any) -> int:
     """``polishIters`` as a non-negative int, or :class:`InvalidInputError` naming it
     (a bool, a float such as 2.5 or a string is refused, not truncated)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise InvalidInputError(f"polishIters must be a non-negative integer, got {value!r}")
+    if not _is_int(value) or value < 0:
+        raise _refuse("polishIters", "a non-negative integer", value)
     return int(value)
+
+
+def check_count(value: Any, name: str = "n") -> int:
+    """A number of conformers as an int: an integer (not a bool, float or string), or
+    :class:`InvalidInputError` naming the argument. The sign is the caller's business
+    (``EmbedMultipleConfs`` returns ``[]`` for 0, ``embed`` refuses it)."""
+    if not _is_int(value):
+        raise _refuse(name, "an integer", value)
+    return int(value)
+
+
+#: Field -> (check, what it must be). One place for every surface (embed,
+#: EmbedMultipleConfs, EmbedParameters, the batch EmbedOptions and the CLI).
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "randomSeed": (_is_int, "an integer (-1: random)"),
+    "clearConfs": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
+    "pruneRmsThresh": (lambda v: _is_real(v) and math.isfinite(v), "a number (Angstrom)"),
+    "numThreads": (_is_int, "an integer (0: all cores)"),
+    "enforceChirality": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
+    "maxAttempts": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "timeout": (
+        lambda v: v is None or (_is_real(v) and v >= 0 and not math.isnan(v)),
+        "a non-negative number of seconds (0: none)",
+    ),
+    "mmff": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
+    "polishIters": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "dielectric": (
+        lambda v: v in get_args(Dielectric),
+        " or ".join(map(repr, get_args(Dielectric))),
+    ),
+    "fallback": (lambda v: v in get_args(Fallback), " or ".join(map(repr, get_args(Fallback)))),
+    "temperature": (lambda v: _is_real(v) and 0 < v < math.inf, "a positive number"),
+}
+
+
+#: Keyword names of :func:`rdconfvae.embed` and of the batch ``EmbedOptions`` for the
+#: fields, so that an error names the argument the caller wrote.
+ALIASES: dict[str, str] = {
+    "randomSeed": "seed",
+    "clearConfs": "clear_confs",
+    "pruneRmsThresh": "prune_rms",
+    "numThreads": "num_threads",
+    "polishIters": "polish_iters",
+}
+
+
+def validate(opts: EmbedParameters, aliases: dict[str, str] | None = None) -> EmbedParameters:
+    """Check every field of ``opts``; :class:`InvalidInputError` names the first bad one
+    (as ``aliases[field] (field)`` where the caller knows it by another name).
+
+    The RDKit fields we ignore are not checked. Returns ``opts``.
+    """
+    for name, (ok, want) in _CHECKS.items():
+        value = getattr(opts, name)
+        if not ok(value):
+            shown = f"{aliases[name]} ({name})" if aliases and name in aliases else name
+            raise _refuse(shown, want, value)
+    return opts
 
 
 def resolve_seed(seed: Any) -> int:

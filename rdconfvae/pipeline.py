@@ -22,7 +22,7 @@ from typing import Any
 from rdkit import Chem
 
 from rdconfvae.errors import InvalidInputError, RdConfVAEError, WeightsError
-from rdconfvae.params import EmbedParameters, check_polish_iters
+from rdconfvae.params import ALIASES, EmbedParameters, check_count, validate
 
 __all__ = ["EmbedOptions", "EmbedResult", "embed_one", "to_mol", "conformer_records"]
 
@@ -51,12 +51,21 @@ class EmbedOptions:
     polish_iters: int | None = None
 
     def __post_init__(self) -> None:
-        if int(self.n) <= 0:
+        if check_count(self.n, "n") <= 0:
             raise InvalidInputError(f"n must be positive, got {self.n}")
+        if not isinstance(self.add_hs, bool):
+            raise InvalidInputError(f"add_hs must be True or False, got {self.add_hs!r}")
+        opts = EmbedParameters(
+            mmff=self.mmff,
+            randomSeed=self.seed,
+            pruneRmsThresh=self.prune_rms,
+            timeout=self.timeout or 0.0,
+            fallback=self.fallback,
+            numThreads=self.num_threads,
+        )
         if self.polish_iters is not None:
-            check_polish_iters(self.polish_iters)
-        if self.fallback not in ("raise", "etkdg"):
-            raise InvalidInputError(f"fallback must be 'raise' or 'etkdg', got {self.fallback!r}")
+            opts.polishIters = self.polish_iters
+        validate(opts, ALIASES)  # the same checks and messages as embed()
 
     def embed_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`rdconfvae.embed`."""
@@ -92,7 +101,9 @@ class EmbedResult:
     @property
     def mol(self) -> Chem.Mol | None:
         """The embedded molecule (a new object on every access), or None on failure."""
-        return Chem.Mol(self.mol_binary) if self.mol_binary is not None else None
+        if self.mol_binary is None:
+            return None
+        return Chem.Mol(self.mol_binary)  # type: ignore[call-overload]  # stubs lack Mol(bytes)
 
     def sdf(self) -> str:
         """SDF text, one record per conformer (see :func:`conformer_records`); '' on failure."""

@@ -3,7 +3,7 @@
 Units: energies in kcal/mol, coordinates in Angstrom.
 
 The dielectric model matters for protein-bound poses: measured on Platinum
-(see README, "Refinement"), a distance-dependent dielectric (eps = 4 r) keeps
+(see docs/method.md), a distance-dependent dielectric (eps = 4 r) keeps
 poses extended, while gas-phase minimisation (constant eps = 1) collapses them
 onto internal hydrogen bonds. ``dielectric="distance"`` is therefore the default.
 """
@@ -238,7 +238,7 @@ def mmff_polish(mol: Chem.Mol, max_iters: int, *, variant: str = "MMFF94s") -> b
     angles and planar groups, settles torsions and eases close contacts at a
     fraction of the cost. Electrostatics are left out (with eps = 4r they are weak
     at the distances a polish changes). Measured on held-out CCD validation
-    molecules (README, "Quality"): without van der Waals the polish creates
+    molecules (docs/method.md): without van der Waals the polish creates
     clashes; with all pairs it costs 25 % more for the same poses. No energy is
     stored (a partial energy is no basis for ranking). Conformers are polished one
     after the other (each with its own contact list), so the result does not

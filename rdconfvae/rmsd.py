@@ -110,9 +110,10 @@ def symmetry_matches(
     query = _symmetrised(probe)
     target = _symmetrised(ref)
     params = Chem.SubstructMatchParameters()
-    params.uniquify = False
-    params.useChirality = False
-    params.maxMatches = int(max_matches)
+    # rdkit's stubs type these attributes as the parameter class itself
+    params.uniquify = False  # type: ignore[assignment]
+    params.useChirality = False  # type: ignore[assignment]
+    params.maxMatches = int(max_matches)  # type: ignore[assignment]
     matches = target.GetSubstructMatches(query, params)
     if not matches:
         raise ValueError("no substructure match between the two heavy-atom graphs")

@@ -38,6 +38,7 @@ __all__ = [
     "chunk_sizes",
     "sample_chunk",
     "sample_fragment",
+    "stereo_targets",
 ]
 
 #: Most samples decoded and solved together (a chunk); chunks are fixed by the number
@@ -72,9 +73,12 @@ class Geometry:
     weight: torch.Tensor
 
 
-#: Runs :func:`sample_chunk` on each chunk of latents (in order) and returns the
-#: (coords (k, N, 3), ok (k,)) of each; serial or on worker processes.
-ChunkRunner = Callable[[list[torch.Tensor]], list[tuple[torch.Tensor, torch.Tensor]]]
+#: Runs :func:`sample_chunk` on each chunk of latents with its unspecified-stereo signs
+#: (None when the fragment has none), in order, and returns the (coords (k, N, 3),
+#: ok (k,)) of each; serial or on worker processes.
+ChunkRunner = Callable[
+    [list[torch.Tensor], list[torch.Tensor | None]], list[tuple[torch.Tensor, torch.Tensor]]
+]
 
 
 def bounds_geometry(mol: Chem.Mol, graph: fz.MolGraph) -> Geometry:
@@ -90,6 +94,30 @@ def bounds_geometry(mol: Chem.Mol, graph: fz.MolGraph) -> Geometry:
     return Geometry(lower, upper, weight)
 
 
+def stereo_targets(
+    graph: fz.MolGraph, free_signs: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centres and double bonds to enforce, with their required signs.
+
+    The declared ones always; with ``free_signs`` (k, U + V) of +-1 also the unspecified
+    ones (``graph.free_*``), each sample with its own configuration, so that unspecified
+    centres and double bonds are sampled over both configurations.
+
+    Shapes: returns chiral_idx (C', 4), chiral_sign (C',) or (k, C'), dbl_idx (S', 4),
+    dbl_cis (S',) or (k, S').
+    """
+    u, v = graph.free_chiral_idx.shape[0], graph.free_dbl_idx.shape[0]
+    if free_signs is None or u + v == 0:
+        return graph.chiral_idx, graph.chiral_sign, graph.dbl_idx, graph.dbl_cis
+    k = free_signs.shape[0]
+    return (
+        torch.cat([graph.chiral_idx, graph.free_chiral_idx]),
+        torch.cat([graph.chiral_sign.expand(k, -1), free_signs[:, :u]], dim=1),
+        torch.cat([graph.dbl_idx, graph.free_dbl_idx]),
+        torch.cat([graph.dbl_cis.expand(k, -1), free_signs[:, u:]], dim=1),
+    )
+
+
 def sample_chunk(
     model: LoadedModel,
     graph: fz.MolGraph,
@@ -99,11 +127,13 @@ def sample_chunk(
     steps: int,
     enforce: bool,
     stress_iters: int = STRESS_ITERS,
+    free_signs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode, solve (``steps`` SMACOF updates, then ``stress_iters`` L-BFGS iterations)
-    and repair stereo for one chunk.
+    and repair stereo for one chunk (see :func:`stereo_targets` for ``free_signs``).
 
-    Shapes: eps (k, N, Z); returns coords (k, N, 3) and ok (k,) bool (declared stereo met).
+    Shapes: eps (k, N, Z); free_signs (k, U + V) or None; returns coords (k, N, 3) and
+    ok (k,) bool (every enforced centre and double bond as required).
     """
     n = graph.num_atoms
     inv = torch.full((n,), 1.0 / max(n - 1, 1))
@@ -118,9 +148,10 @@ def sample_chunk(
         if stress_iters > 0:
             x = solver.polish(x, d, w, ones, iters=stress_iters)
     ok = torch.ones(x.shape[0], dtype=torch.bool)
-    if graph.chiral_idx.shape[0] == 0 and graph.dbl_idx.shape[0] == 0:
+    chiral_idx, chiral_sign, dbl_idx, dbl_cis = stereo_targets(graph, free_signs)
+    if chiral_idx.shape[0] == 0 and dbl_idx.shape[0] == 0:
         return x, ok
-    args = (graph.chiral_idx, graph.chiral_sign, graph.dbl_idx, graph.dbl_cis)
+    args = (chiral_idx, chiral_sign, dbl_idx, dbl_cis)
     # the mirror image has the same distances: take it where it has fewer wrong centres
     wrong_c, _ = solver.stereo_violations(x, *args)
     mirrored = x * torch.tensor([-1.0, 1.0, 1.0])
@@ -134,6 +165,12 @@ def sample_chunk(
     bad = (weak_c + weak_d) > 0
     if enforce and bad.any():
         sub = bad.nonzero().squeeze(-1)
+        sub_args = (
+            chiral_idx,
+            chiral_sign[sub] if chiral_sign.dim() == 2 else chiral_sign,
+            dbl_idx,
+            dbl_cis[sub] if dbl_cis.dim() == 2 else dbl_cis,
+        )
         d, w = solver.dense_pairs(
             dist[sub], log_sigma[sub], graph.pair_i, graph.pair_j, n, geom.weight
         )
@@ -142,12 +179,12 @@ def sample_chunk(
             d,
             w,
             torch.ones(len(sub), n),
-            *args,
+            *sub_args,
             volume_margin=WEAK_VOLUME,
             cos_margin=WEAK_COS,
         )
         x[sub] = fixed
-        wc, wd = solver.stereo_violations(fixed, *args)
+        wc, wd = solver.stereo_violations(fixed, *sub_args)
         ok[sub] = (wc + wd) == 0
     return x, ok
 
@@ -182,7 +219,13 @@ def sample_fragment(
         k = need if round_no == 0 else int(math.ceil(need * 2)) + 2
         gen = torch.Generator().manual_seed((seed * 1_000_003 + round_no) % (2**63 - 1))
         eps = torch.randn(k, graph.num_atoms, latent, generator=gen)
-        for x, ok in run_chunks(list(torch.split(eps, chunk_sizes(k)))):
+        sizes = chunk_sizes(k)
+        n_free = graph.free_chiral_idx.shape[0] + graph.free_dbl_idx.shape[0]
+        signs: list[torch.Tensor | None] = [None] * len(sizes)
+        if n_free:  # each sample its own configuration of the unspecified stereo
+            draw = torch.randint(0, 2, (k, n_free), generator=gen).float() * 2.0 - 1.0
+            signs = list(torch.split(draw, sizes))
+        for x, ok in run_chunks(list(torch.split(eps, sizes)), signs):
             good = x[ok]
             found.append(good[: max(n - have, 0)])
             have += int(min(len(good), max(n - have, 0)))

@@ -69,6 +69,8 @@ def classical_mds(dist: torch.Tensor, mask: torch.Tensor, dim: int = 3) -> torch
     evals, evecs = torch.linalg.eigh(gram.double())
     top = evals[:, -dim:].clamp(min=0.0).sqrt()  # ascending order: last ones are largest
     x = (evecs[:, :, -dim:] * top.unsqueeze(1)).to(dist.dtype)
+    if x.shape[-1] < dim:  # fewer atoms than dimensions (2 atoms): zero extra coordinates
+        x = torch.nn.functional.pad(x, (0, dim - x.shape[-1]))
     return x * mask.unsqueeze(-1)
 
 

@@ -39,6 +39,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -186,7 +187,8 @@ def _check_exclusions(records: list, names_are_ccd_codes: bool) -> None:
 
 def featurize_records(records: list, max_heavy: int) -> tuple[list[Example], dict[str, int]]:
     """Heavy-atom graphs + coordinates; molecules the featurizer rejects are counted."""
-    examples, skipped = [], {}
+    examples: list[Example] = []
+    skipped: dict[str, int] = {}
     for rec in records:
         try:
             heavy, heavy_idx = fz.heavy_atom_mol(rec.mol)
@@ -329,7 +331,8 @@ def batch_loss(
 
 
 def _unwrap(model: torch.nn.Module) -> ConfVAE:
-    return model.module if hasattr(model, "module") else model  # DistributedDataParallel
+    inner = model.module if hasattr(model, "module") else model  # DistributedDataParallel
+    return cast(ConfVAE, inner)
 
 
 def train_step(
@@ -465,12 +468,19 @@ def train(
     threads: int = 0,
     overrides: dict | None = None,
     export_only: bool = False,
+    overwrite_shipped: bool = False,
 ) -> dict:
     """Train (or resume) a model; returns the final metrics. See the module docstring.
 
     ``export_only`` skips training and exports ``OUT/best.ckpt`` (e.g. after a run was
     stopped). SIGTERM / SIGINT stop training cleanly: checkpoint, then export.
+    ``export_dir`` may not be the installed package's shipped weights unless
+    ``overwrite_shipped`` (checked before training starts).
     """
+    if export_dir is not None:
+        from rdconfvae.export import check_export_dir
+
+        check_export_dir(export_dir, overwrite_shipped)
     preset = Preset(**{**asdict(PRESETS[preset_name]), **(overrides or {})})
     rank, world, local_rank = _dist_env()
     own_group = False
@@ -535,7 +545,7 @@ def train(
         net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
     gen = torch.Generator().manual_seed(preset.seed)
-    state = {
+    state: dict[str, Any] = {
         "epoch": 0,
         "step": 0,
         "best": math.inf,
@@ -739,6 +749,7 @@ def train(
                 "command": " ".join(["python -m rdconfvae.train", *sys.argv[1:]]),
             },
             validation=val,
+            overwrite_shipped=overwrite_shipped,
         )
         result["exported_to"] = str(export_dir)
     if own_group:
@@ -773,7 +784,13 @@ def main(argv: list[str] | None = None) -> int:
         "--export",
         type=Path,
         default=None,
-        help="export the best model + manifest here at the end (e.g. weights/)",
+        help="export the best model + manifest here at the end (e.g. runs/default/export; "
+        "use it with RDCONFVAE_WEIGHTS=DIR)",
+    )
+    parser.add_argument(
+        "--overwrite-shipped-weights",
+        action="store_true",
+        help="allow --export to replace the installed package's own weights",
     )
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument(
@@ -797,6 +814,7 @@ def main(argv: list[str] | None = None) -> int:
             args.threads,
             overrides,
             args.export_only,
+            args.overwrite_shipped_weights,
         )
     except RdConfVAEError as exc:
         print(f"rdconfvae.train: error: {exc}", file=sys.stderr)

@@ -179,6 +179,7 @@ def sample_chunk_task(
     enforce: bool,
     stress_iters: int,
     deadline: float,
+    free_signs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run :func:`rdconfvae.sampling.sample_chunk` in a worker; arrays in, arrays out.
 
@@ -197,8 +198,9 @@ def sample_chunk_task(
     model = load_model(Path(weights))
     g = MolGraph(**{k: torch.from_numpy(v) for k, v in graph.items()})
     geo = Geometry(**{k: torch.from_numpy(v) for k, v in geom.items()})
+    signs = None if free_signs is None else torch.from_numpy(free_signs)
     x, ok = sample_chunk(
-        model, g, geo, torch.from_numpy(eps), temperature, steps, enforce, stress_iters
+        model, g, geo, torch.from_numpy(eps), temperature, steps, enforce, stress_iters, signs
     )
     return x.numpy(), ok.numpy()
 
@@ -214,7 +216,7 @@ def polish_task(mol_binary: bytes, coords: np.ndarray, max_iters: int) -> tuple[
     """
     from rdconfvae.refine import mmff_polish
 
-    mol = Chem.Mol(mol_binary)
+    mol = Chem.Mol(mol_binary)  # type: ignore[call-overload]  # rdkit stubs lack Mol(bytes)
     mol.RemoveAllConformers()
     for x in coords:
         conf = Chem.Conformer(mol.GetNumAtoms())
@@ -232,6 +234,7 @@ def to_arrays(obj: Any) -> dict[str, np.ndarray]:
 def run_sample_chunks(
     pool: ProcessPoolExecutor,
     chunks: list[torch.Tensor],
+    signs: list[torch.Tensor | None],
     weights: Path,
     graph: MolGraph,
     geom: Geometry,
@@ -260,8 +263,9 @@ def run_sample_chunks(
             enforce,
             stress_iters,
             deadline.at,
+            None if sign is None else sign.numpy(),
         )
-        for c in chunks
+        for c, sign in zip(chunks, signs, strict=True)
     ]
     results = []
     try:

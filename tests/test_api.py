@@ -482,16 +482,23 @@ def test_out_of_domain_raises_or_falls_back(smiles):
     assert all(c.GetProp(GENERATOR_PROP) == "etkdg" for c in mol.GetConformers())
 
 
-def test_fallback_warns_once_per_process(monkeypatch):
-    import threading
-
-    from rdconfvae import fallback
-
-    monkeypatch.setattr(fallback, "_fallback_warned", threading.Event())
-    with pytest.warns(rdconfvae.FallbackWarning):
-        rdconfvae.embed(_mol("C[Si](C)(C)C"), n=1, fallback="etkdg", seed=1)
+def test_fallback_warns_for_every_molecule_at_the_callers_line():
+    """Each fallback names the molecule and the reason, points at this file (the caller),
+    and the standard filters silence it."""
+    for smiles in ("C[Si](C)(C)C", "C[Se]C"):
+        with pytest.warns(rdconfvae.FallbackWarning) as record:
+            rdconfvae.embed(_mol(smiles), n=1, fallback="etkdg", seed=1)
+        (w,) = record
+        assert w.filename == __file__
+        assert Chem.CanonSmiles(smiles) in str(w.message)
+        assert ("Si" if "Si" in smiles else "Se") in str(w.message)  # the reason: the element
+    named = _mol("C[Si](C)(C)C")
+    named.SetProp("_Name", "tetramethylsilane")
+    with pytest.warns(rdconfvae.FallbackWarning, match="tetramethylsilane"):
+        rdconfvae.EmbedMultipleConfs(named, 1, randomSeed=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.simplefilter("ignore", rdconfvae.FallbackWarning)
         rdconfvae.embed(_mol("C[Se]C"), n=1, fallback="etkdg", seed=1)
 
 

@@ -81,7 +81,10 @@ def rejected(out: Path) -> dict[str, tuple[str, str]]:
 
 
 def test_allowed_elements_is_the_model_vocabulary():
-    assert ALLOWED_ELEMENTS == ("H", "C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
+    """The CCD filter keeps exactly the featurizer's heavy elements plus hydrogen."""
+    from rdconfvae import featurize
+
+    assert ALLOWED_ELEMENTS == ("H", *featurize.ELEMENTS)
 
 
 def test_kept_and_rejected_components(built):
@@ -336,7 +339,7 @@ def test_custom_exclusion_list_blocks_a_skeleton(tmp_path, cached_ccd, tables):
     assert load_ccd_set(tmp_path / "out") == []
 
 
-@pytest.mark.skipif(not SHARED_TSV.exists(), reason="../shared not available")
+@pytest.mark.shared_data
 def test_packaged_exclusions_are_the_shared_list():
     from importlib import resources
 

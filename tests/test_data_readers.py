@@ -309,7 +309,7 @@ def test_sdf_unsupported_element_is_skipped(tmp_path):
     assert len(read_sdf_ensembles(path, allowed_elements=None)) == 2
 
 
-@pytest.mark.skipif(not DFT_SDF.exists(), reason="../shared not available")
+@pytest.mark.shared_data
 def test_reads_the_dft_benchmark_file():
     records = read_sdf_ensembles(
         DFT_SDF,

@@ -1,1 +1,1 @@
-"""Shipped model weights (TorchScript) and their manifest; see rdconfvae.weights."""
+"""Shipped model weights (TorchScript and safetensors state dict), their manifest and model card."""

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from rdkit import Chem, rdBase
@@ -87,7 +87,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: ETKDGv3 embeddings per molecule (chosen by ``coverage`` on Platinum, see the README).
+#: ETKDGv3 embeddings per molecule (chosen by ``coverage`` on Platinum, see docs/training-data.md).
 DEFAULT_SAMPLES = 100
 #: Energy window, kcal/mol above the molecule's lowest conformer.
 DEFAULT_WINDOW = 20.0
@@ -142,7 +142,7 @@ class BuildOptions:
 
     samples: int = DEFAULT_SAMPLES
     samples_per_rotor: int = 0
-    dielectric: str = "distance"
+    dielectric: Literal["distance", "constant"] = "distance"
     dielectric_constant: float | None = None
     window: float = DEFAULT_WINDOW
     rms: float = DEFAULT_RMS
@@ -344,11 +344,11 @@ def embed_conformers(mol: Chem.Mol, n: int, seed: int, timeout: float | None = N
     ids: list[int] = []
     for random_coords in (False, True):
         params = rdDistGeom.ETKDGv3()
-        params.randomSeed = int(seed)
-        params.numThreads = 1
-        params.useRandomCoords = random_coords
+        params.randomSeed = int(seed)  # type: ignore[assignment]  # rdkit stubs
+        params.numThreads = 1  # type: ignore[assignment]
+        params.useRandomCoords = random_coords  # type: ignore[assignment]
         if timeout:
-            params.timeout = max(1, int(math.ceil(timeout)))
+            params.timeout = max(1, int(math.ceil(timeout)))  # type: ignore[assignment]
         with BlockLogs():
             ids = list(rdDistGeom.EmbedMultipleConfs(mol, int(n), params))
         if ids:
@@ -378,7 +378,7 @@ def _same_connectivity(mol: Chem.Mol, conf_id: int) -> bool:
     with BlockLogs():
         rdDetermineBonds.DetermineConnectivity(probe, useHueckel=False)
 
-    def bonds(m: Chem.Mol) -> set[tuple[int, int]]:
+    def bonds(m: Chem.Mol) -> set[tuple[int, ...]]:
         return {tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))) for b in m.GetBonds()}
 
     return bonds(probe) == bonds(mol)
@@ -670,7 +670,7 @@ def _init_worker(parent: int) -> None:
 
     from rdconfvae.workers import exit_with_parent
 
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # absent from rdkit stubs
     logging.getLogger("rdconfvae.refine").setLevel(logging.ERROR)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     exit_with_parent(parent)

@@ -30,6 +30,7 @@ import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from rdkit import Chem, rdBase
@@ -653,6 +654,7 @@ def _write_sdf(path: Path, records: Sequence[tuple[Chem.Mol, str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as raw:
+        stream: gzip.GzipFile | IO[bytes]
         if path.suffix == ".gz":
             stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
         else:
@@ -730,8 +732,9 @@ def build_ccd_set(
     with BlockLogs():
         for comp in bar:
             res = check_component(comp)
-            if res.ok:
-                skeleton = inchikey_skeleton(res.mol)
+            mol = res.mol
+            if res.ok and mol is not None:
+                skeleton = inchikey_skeleton(mol)
                 if not skeleton:
                     res = CheckResult(None, "excluded", "no InChIKey: cannot be checked")
                 elif comp.code.upper() in exclusions.ccd_codes:
@@ -744,12 +747,11 @@ def build_ccd_set(
                     res = CheckResult(None, "duplicate", f"same skeleton as {first_of[skeleton]}")
                 else:
                     first_of[skeleton] = comp.code
-                    kept.append((comp.code, res.mol, skeleton))
+                    kept.append((comp.code, mol, skeleton))
                     continue
-            dropped[res.reason] += 1
-            rejected.append(
-                (comp.code, res.reason, res.detail.replace("\t", " ").replace("\n", " "))
-            )
+            reason = str(res.reason)  # a failed check always names its filter
+            dropped[reason] += 1
+            rejected.append((comp.code, reason, res.detail.replace("\t", " ").replace("\n", " ")))
     bar.close()
 
     names = [c for c, _, _ in kept]

@@ -126,9 +126,9 @@ def _median(values: Sequence[float | None]) -> float | None:
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per method: :func:`rdconfvae.metrics.pose_summary` (a failure counts as a miss), median
     ensemble size and median CPU seconds per molecule."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for m in METHODS:
-        s = metrics.pose_summary([r[m]["min_rmsd"] for r in rows], THRESHOLDS)
+        s: dict[str, Any] = dict(metrics.pose_summary([r[m]["min_rmsd"] for r in rows], THRESHOLDS))
         s["failed"] = sum(1 for r in rows if r[m]["min_rmsd"] is None)
         s["median_confs"] = _median([r[m]["n_confs"] for r in rows if r[m]["n_confs"]])
         s["median_cpu_s"] = _median([r[m]["cpu_s"] for r in rows])

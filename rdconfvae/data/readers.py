@@ -247,8 +247,8 @@ def _geom_molecule(
     w = np.asarray(weights)
     if not np.all(np.isfinite(w)) or w.sum() <= 0:
         w = np.ones(len(mols))
-    e = np.asarray(energies)
-    e = (e - e.min()) * HARTREE_TO_KCAL if np.all(np.isfinite(e)) else None
+    e_raw = np.asarray(energies)
+    e = (e_raw - e_raw.min()) * HARTREE_TO_KCAL if np.all(np.isfinite(e_raw)) else None
     ranked = sorted(range(len(mols)), key=lambda k: (-w[k], k))
     ref_stereo = _stereo_smiles(mols[ranked[0]])
     consistent = [k for k in ranked if _stereo_smiles(mols[k]) == ref_stereo]
@@ -425,8 +425,9 @@ def _sdf_molecule(
             e = np.asarray(values) * unit_factor
             energies = e - e.min()
     if weight_prop is not None:
-        w = [_float_prop(m, weight_prop) for m in sources]
-        if any(v is None or v < 0 for v in w) or sum(w) <= 0:
+        w_or_none = [_float_prop(m, weight_prop) for m in sources]
+        w = [v for v in w_or_none if v is not None and v >= 0]
+        if len(w) < len(w_or_none) or sum(w) <= 0:
             _skip(skipped, key, f"missing or invalid weights in {weight_prop}")
             return None
         weights = np.asarray(w) / sum(w)

@@ -1,0 +1,221 @@
+"""The geometry gate: every returned conformer within RDKit's distance-bound tolerance.
+
+RDKit's own embedding tests require every atom pair to lie no more than 0.425 A below
+its lower distance bound and every bond no more than 0.425 A above its upper bound
+(bounds from ``rdDistGeom.GetMoleculeBoundsMatrix``). The gate applies that criterion
+to every conformer before it is returned, on all atoms including hydrogens, and adds:
+
+- every 1-3 pair (a bond angle) no more than 0.425 A above its upper bound;
+- every potential tetrahedral stereocentre (specified or not) a real tetrahedron: the
+  triple product of the unit vectors to three of its neighbours at least
+  :data:`MIN_UNIT_VOLUME` in magnitude (0.77 for an ideal tetrahedron, 1.0 for cubane's
+  right angles, 0 when flat) and, for a centre with four neighbours, the centre inside
+  the tetrahedron of its neighbours: each barycentric coordinate at least
+  :data:`MIN_BARYCENTRIC` (0.25 each at an ideal centre; 0 on a face, which is where an
+  inverted bridgehead is forced to). Atoms in three-membered rings are exempt from the
+  second test, as in RDKit's embedder: a bicyclobutane bridgehead really lies outside.
+
+A conformer that fails is repaired by :func:`bounds_refine` (the distance-geometry
+error function of the bounds, flat inside them, with hinges that keep every enforced
+centre on its side) and checked again; what still fails is dropped and resampled by
+the engine, and a molecule whose conformers never pass fails like any embedding
+failure (an impossible stereo declaration, e.g. an inverted bridgehead, ends there).
+
+Pure numpy/torch apart from reading the bounds. Units: Angstrom.
+Shapes: K conformers, N atoms, P pairs, T tetrahedral centres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rdkit import Chem
+from rdkit.Chem import rdDistGeom
+
+__all__ = [
+    "BOUNDS_TOLERANCE",
+    "MIN_UNIT_VOLUME",
+    "MIN_BARYCENTRIC",
+    "GeometryGate",
+    "bounds_refine",
+]
+
+#: Slack on RDKit's bounds used by its embedding tests (Angstrom).
+BOUNDS_TOLERANCE = 0.425
+#: Smallest |triple product| of unit bond vectors at a tetrahedral centre.
+MIN_UNIT_VOLUME = 0.2
+#: Smallest barycentric coordinate of a four-neighbour centre in its neighbours' tetrahedron.
+MIN_BARYCENTRIC = 0.1
+
+
+@dataclass(frozen=True)
+class GeometryGate:
+    """The bounds of one molecule (all its atoms) and its tetrahedral centres.
+
+    Shapes: pair_i, pair_j, lower, upper (P,) -- lower/upper already include the
+    tolerance (upper is inf for pairs more than two bonds apart); tetra (T, 4) =
+    centre, three neighbours.
+    """
+
+    pair_i: np.ndarray
+    pair_j: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    tetra: np.ndarray
+    tetra4: np.ndarray  # (T4, 5) centre and its four neighbours
+    bounds_lower: np.ndarray  # (P,) RDKit's lower bounds without the tolerance
+    bounds_upper: np.ndarray  # (P,) RDKit's upper bounds without the tolerance
+
+    @classmethod
+    def for_mol(cls, mol: Chem.Mol) -> GeometryGate:
+        """Bounds of ``mol`` as it will be returned (with its hydrogens, if any)."""
+        bm = rdDistGeom.GetMoleculeBoundsMatrix(mol)
+        n = mol.GetNumAtoms()
+        i, j = np.triu_indices(n, k=1)
+        topo = Chem.GetDistanceMatrix(mol)[i, j]
+        ub, lb = bm[i, j], bm[j, i]
+        upper = np.where(topo <= 2, ub + BOUNDS_TOLERANCE, np.inf)
+        tetra, tetra4 = [], []
+        for info in Chem.FindPotentialStereo(mol, cleanIt=False):
+            if info.type != Chem.StereoType.Atom_Tetrahedral:
+                continue
+            atom = mol.GetAtomWithIdx(info.centeredOn)
+            nbrs = sorted(
+                (n.GetAtomicNum() == 1, n.GetIdx()) for n in atom.GetNeighbors()
+            )  # heavy neighbours first
+            if len(nbrs) >= 3:
+                tetra.append([atom.GetIdx()] + [idx for _, idx in nbrs[:3]])
+            if len(nbrs) == 4 and not atom.IsInRingSize(3):
+                tetra4.append([atom.GetIdx()] + [idx for _, idx in nbrs])
+        return cls(
+            i.astype(np.int64),
+            j.astype(np.int64),
+            lb - BOUNDS_TOLERANCE,
+            upper,
+            np.asarray(tetra, dtype=np.int64).reshape(-1, 4),
+            np.asarray(tetra4, dtype=np.int64).reshape(-1, 5),
+            lb,
+            ub,
+        )
+
+    def failures(self, xyz: np.ndarray) -> np.ndarray:
+        """(K,) True where a conformer breaks a bound or has a flat tetrahedral centre.
+
+        Shapes: xyz (K, N, 3).
+        """
+        d = np.linalg.norm(xyz[:, self.pair_i] - xyz[:, self.pair_j], axis=-1)
+        bad = ((d < self.lower) | (d > self.upper)).any(axis=1)
+        if len(self.tetra):
+            bad |= (np.abs(_unit_volumes(xyz, self.tetra)) < MIN_UNIT_VOLUME).any(axis=1)
+        if len(self.tetra4):
+            bad |= (_barycentric(xyz, self.tetra4) < MIN_BARYCENTRIC).any(axis=(1, 2))
+        return bad
+
+    def describe(self, xyz: np.ndarray) -> str:
+        """The worst fault of one conformer (N, 3), for error messages."""
+        d = np.linalg.norm(xyz[self.pair_i] - xyz[self.pair_j], axis=-1)
+        low = self.lower - d
+        k = int(np.argmax(low))
+        parts = []
+        if low[k] > 0:
+            parts.append(
+                f"atoms {self.pair_i[k]}-{self.pair_j[k]} {d[k]:.2f} A apart, lower bound "
+                f"{self.bounds_lower[k]:.2f} A"
+            )
+        high = d - self.upper
+        k = int(np.argmax(high))
+        if high[k] > 0:
+            parts.append(
+                f"atoms {self.pair_i[k]}-{self.pair_j[k]} {d[k]:.2f} A apart, upper bound "
+                f"{self.bounds_upper[k]:.2f} A"
+            )
+        if len(self.tetra):
+            vol = np.abs(_unit_volumes(xyz[None], self.tetra))[0]
+            flat = self.tetra[vol < MIN_UNIT_VOLUME, 0]
+            if len(flat):
+                parts.append(f"flat tetrahedral centre at atom {int(flat[0])}")
+        if len(self.tetra4):
+            lam = _barycentric(xyz[None], self.tetra4)[0].min(axis=-1)
+            out = self.tetra4[lam < MIN_BARYCENTRIC, 0]
+            if len(out):
+                parts.append(f"atom {int(out[0])} outside the tetrahedron of its neighbours")
+        return "; ".join(parts) or "none"
+
+
+def _unit_volumes(xyz: np.ndarray, tetra: np.ndarray) -> np.ndarray:
+    """(K, T) triple products of the unit vectors centre -> n1, n2, n3."""
+    c = xyz[:, tetra[:, 0]]
+    v = [xyz[:, tetra[:, m]] - c for m in (1, 2, 3)]
+    v = [u / np.maximum(np.linalg.norm(u, axis=-1, keepdims=True), 1e-9) for u in v]
+    return (v[0] * np.cross(v[1], v[2])).sum(-1)
+
+
+def _barycentric(xyz: np.ndarray, tetra4: np.ndarray) -> np.ndarray:
+    """(K, T4, 4) barycentric coordinates of each centre in its neighbours' tetrahedron."""
+
+    def vol(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarray) -> np.ndarray:
+        return ((p1 - p0) * np.cross(p2 - p0, p3 - p0)).sum(-1)
+
+    c = xyz[:, tetra4[:, 0]]
+    n = [xyz[:, tetra4[:, m]] for m in (1, 2, 3, 4)]
+    total = vol(*n)
+    total = np.where(np.abs(total) < 1e-9, 1e-9, total)
+    parts = [
+        vol(c, n[1], n[2], n[3]),
+        vol(n[0], c, n[2], n[3]),
+        vol(n[0], n[1], c, n[3]),
+        vol(n[0], n[1], n[2], c),
+    ]
+    return np.stack(parts, axis=-1) / total[..., None]
+
+
+def bounds_refine(
+    xyz: np.ndarray,
+    gate: GeometryGate,
+    chiral_idx: np.ndarray,
+    chiral_sign: np.ndarray,
+    steps: int = 300,
+    lr: float = 0.05,
+) -> np.ndarray:
+    """Move conformers into their bounds; enforced centres keep their side.
+
+    Minimises, per conformer, the flat-bottomed bounds error
+    ``sum relu(l - d)^2 + relu(d - u)^2`` (inner bounds: RDKit's, not the tolerance
+    band, so a repaired pair lands well inside it) plus hinges
+    ``relu(0.5 - s * V)^2`` on the signed volumes V (A^3) of ``chiral_idx`` with
+    required signs ``s``, by a hand-written Adam (no ``torch.optim``) that stops once no
+    term is active. Returns new coordinates (K, N, 3), float64.
+
+    Shapes: xyz (K, N, 3); chiral_idx (C, 4); chiral_sign (K, C) or (C,).
+    """
+    x = torch.tensor(xyz, dtype=torch.float64)
+    pi, pj = torch.from_numpy(gate.pair_i), torch.from_numpy(gate.pair_j)
+    lower = torch.from_numpy(gate.bounds_lower)
+    upper = torch.from_numpy(np.where(np.isfinite(gate.upper), gate.bounds_upper, np.inf))
+    ci = torch.from_numpy(np.asarray(chiral_idx, dtype=np.int64).reshape(-1, 4))
+    cs = torch.as_tensor(np.asarray(chiral_sign, dtype=np.float64))
+    m = torch.zeros_like(x)
+    v = torch.zeros_like(x)
+    b1, b2 = 0.9, 0.999
+    for step in range(1, steps + 1):
+        x.requires_grad_(True)
+        d = (x[:, pi] - x[:, pj]).pow(2).sum(-1).add(1e-12).sqrt()
+        err = torch.relu(lower - d).pow(2).sum(-1) + torch.relu(d - upper).pow(2).sum(-1)
+        if ci.shape[0]:
+            c = x[:, ci[:, 0]]
+            a, b, e = (x[:, ci[:, k]] - c for k in (1, 2, 3))
+            vol = (a * torch.cross(b, e, dim=-1)).sum(-1)
+            err = err + 10.0 * torch.relu(0.5 - cs * vol).pow(2).sum(-1)
+        if not bool((err > 1e-6).any()):
+            x = x.detach()
+            break
+        (grad,) = torch.autograd.grad(err.sum(), x)
+        with torch.no_grad():
+            m = b1 * m + (1 - b1) * grad
+            v = b2 * v + (1 - b2) * grad * grad
+            mh = m / (1 - b1**step)
+            vh = v / (1 - b2**step)
+            x = x.detach() - lr * mh / (vh.sqrt() + 1e-8)
+    return x.detach().numpy()
