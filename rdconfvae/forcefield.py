@@ -15,8 +15,10 @@ constants). Shapes glossary: K conformers, N atoms, and per term type the number
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -75,19 +77,19 @@ class MMFFTerms:
         """The same terms with floating-point parameters in ``dtype``."""
         if self.bond_kb.dtype == dtype:
             return self
-        return MMFFTerms(
-            **{
-                k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
-                for k, v in vars(self).items()
-            }
-        )
+        changes: dict[str, Any] = {
+            k: v.to(dtype)
+            for k, v in vars(self).items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
+        }
+        return dataclasses.replace(self, **changes)
 
     def select(self, rows: torch.Tensor) -> MMFFTerms:
         """The terms for a subset ``rows`` of the conformers (only the van der Waals mask
         depends on the conformer)."""
         if self.vdw_mask is None:
             return self
-        return MMFFTerms(**{**vars(self), "vdw_mask": self.vdw_mask[rows]})
+        return dataclasses.replace(self, vdw_mask=self.vdw_mask[rows])
 
 
 # Internally coordinates are (3, N, K): x, y, z planes of atoms x conformers, so a term's
@@ -256,14 +258,16 @@ _TERMS = (
 )
 
 
-def _evaluate(xt: torch.Tensor, terms: MMFFTerms, want_grad: bool):
+def _evaluate(
+    xt: torch.Tensor, terms: MMFFTerms, want_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Energy (K,) and, if asked, gradient (3, N, K) at internal-layout coordinates."""
     grads: list | None = [] if want_grad else None
     e = _pairs(xt, terms, grads)
     for name, fn in _TERMS:
         if getattr(terms, name).shape[0]:
             e = e + fn(xt, terms, grads)
-    if not want_grad:
+    if grads is None:
         return e, None
     g = xt.new_zeros(xt.shape)
     for idx, pieces in grads:
@@ -288,9 +292,17 @@ def energy(x: torch.Tensor, terms: MMFFTerms) -> torch.Tensor:
     return e
 
 
+def _energy_grad(xt: torch.Tensor, terms: MMFFTerms) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_evaluate` with the gradient, (K,) and (3, N, K)."""
+    e, g = _evaluate(xt, terms, True)
+    if g is None:  # pragma: no cover -- want_grad=True always returns one
+        raise RuntimeError("no gradient")
+    return e, g
+
+
 def energy_and_grad(x: torch.Tensor, terms: MMFFTerms) -> tuple[torch.Tensor, torch.Tensor]:
     """Energy (K,) kcal/mol and its analytic gradient (K, N, 3) kcal/mol/Angstrom."""
-    e, g = _evaluate(_to_internal(x), terms.to(x.dtype), True)
+    e, g = _energy_grad(_to_internal(x), terms.to(x.dtype))
     return e, _from_internal(g)
 
 
@@ -308,7 +320,7 @@ def minimize(
 
     def fun(z: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         sub = terms if rows is None else terms.select(rows)
-        e, g = _evaluate(_to_internal(z.view(-1, n, 3)), sub, True)
+        e, g = _energy_grad(_to_internal(z.view(-1, n, 3)), sub)
         return e, _from_internal(g).view(z.shape[0], -1)
 
     out = minimizers.lbfgs(fun, x.detach().reshape(k, -1), steps, history, max_step)

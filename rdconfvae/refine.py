@@ -141,8 +141,8 @@ def mmff_terms(
                 angle_p.append(p[1:])
                 linear.append(is_linear)
                 s = None if is_linear else props.GetMMFFStretchBendParams(mol, i, j, k)
-                stbn_p.append((0.0, 0.0) if s is None else (s[1], s[2]))
-                stbn_p[-1] += (r0.get((i, j), 0.0), r0.get((k, j), 0.0))
+                sb = (0.0, 0.0) if s is None else (s[1], s[2])
+                stbn_p.append((*sb, r0.get((i, j), 0.0), r0.get((k, j), 0.0)))
         if len(nbrs) == 3:
             koop = props.GetMMFFOopBendParams(mol, nbrs[0], j, nbrs[1], nbrs[2])
             if koop is not None:
