@@ -221,12 +221,16 @@ def stereo_penalty_refine(
         dd, ww, mm, nn = (
             (d, w, mask, norm) if rows is None else (d[rows], w[rows], mask[rows], norm[rows])
         )
+        # the declared signs are (C,) / (S,), or (M, C) / (M, S) when each conformer has
+        # its own (unspecified stereo): then they follow the rows too
+        c_sign = chiral_sign if rows is None or chiral_sign.dim() < 2 else chiral_sign[rows]
+        d_sign = dbl_cis if rows is None or dbl_cis.dim() < 2 else dbl_cis[rows]
         hinge = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
         if chiral_idx.shape[0]:
-            vol = signed_volumes(y, chiral_idx) * chiral_sign
+            vol = signed_volumes(y, chiral_idx) * c_sign
             hinge = hinge + torch.relu(volume_margin - vol).pow(2).sum(-1)
         if dbl_idx.shape[0]:
-            cos = cis_trans_cos(y, dbl_idx) * dbl_cis
+            cos = cis_trans_cos(y, dbl_idx) * d_sign
             hinge = hinge + 10.0 * torch.relu(cos_margin - cos).pow(2).sum(-1)
         return stress(y, dd, ww, mm) / nn * 10.0, hinge
 
