@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import torch
 
+from rdconfvae import minimizers
+
 __all__ = [
     "classical_mds",
     "smacof",
@@ -212,35 +214,43 @@ def stereo_penalty_refine(
     d = dist.detach()
     norm = w.sum((-1, -2)).clamp(min=_EPS)
 
-    def objective(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(M,) scaled stress and (M,) hinge penalty."""
+    def objective(
+        y: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R,) scaled stress and (R,) hinge penalty of the conformers ``rows`` (None: all)."""
+        dd, ww, mm, nn = (
+            (d, w, mask, norm) if rows is None else (d[rows], w[rows], mask[rows], norm[rows])
+        )
+        # the declared signs are (C,) / (S,), or (M, C) / (M, S) when each conformer has
+        # its own (unspecified stereo): then they follow the rows too
+        c_sign = chiral_sign if rows is None or chiral_sign.dim() < 2 else chiral_sign[rows]
+        d_sign = dbl_cis if rows is None or dbl_cis.dim() < 2 else dbl_cis[rows]
         hinge = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
         if chiral_idx.shape[0]:
-            vol = signed_volumes(y, chiral_idx) * chiral_sign
+            vol = signed_volumes(y, chiral_idx) * c_sign
             hinge = hinge + torch.relu(volume_margin - vol).pow(2).sum(-1)
         if dbl_idx.shape[0]:
-            cos = cis_trans_cos(y, dbl_idx) * dbl_cis
+            cos = cis_trans_cos(y, dbl_idx) * d_sign
             hinge = hinge + 10.0 * torch.relu(cos_margin - cos).pow(2).sum(-1)
-        return stress(y, d, w, mask) / norm * 10.0, hinge
+        return stress(y, dd, ww, mm) / nn * 10.0, hinge
 
-    y = x.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([y], lr=lr)
-    for step in range(steps):
-        opt.zero_grad()
-        loss, hinge = objective(y)
-        if step > 0 and step % check_every == 0 and not bool((hinge > 0).any()):
-            break
-        (loss + hinge).sum().backward()
-        opt.step()
-        with torch.no_grad():
-            y.mul_(mask.unsqueeze(-1))
+    def adam_grad(y: torch.Tensor, step: int) -> torch.Tensor | None:
+        with torch.enable_grad():
+            z = y.detach().requires_grad_(True)
+            loss, hinge = objective(z)
+            if step > 0 and step % check_every == 0 and not bool((hinge > 0).any()):
+                return None
+            (g,) = torch.autograd.grad((loss + hinge).sum(), z)
+        return g
+
+    y = minimizers.adam(adam_grad, x.detach() * mask.unsqueeze(-1), steps, lr)
     if finish_iters > 0:
 
-        def total(z: torch.Tensor) -> torch.Tensor:
-            loss, hinge = objective(z)
-            return (loss + hinge).sum()
+        def per_conformer(z: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+            loss, hinge = objective(z, rows)
+            return loss + hinge
 
-        _lbfgs(y, total, finish_iters)
+        y = _lbfgs(y, per_conformer, finish_iters)
     return y.detach() * mask.unsqueeze(-1)
 
 
@@ -336,35 +346,55 @@ def polish(
     SMACOF converges linearly and slowly when a few pairs (bonds, angles) carry
     much larger weights than the rest; a quasi-Newton finish gets bond lengths to
     within ~0.01 A of their targets at a fraction of the cost. The conformers are
-    independent, so one L-BFGS on their summed stress treats each separately.
+    independent: each gets its own L-BFGS history and line search
+    (:func:`rdconfvae.minimizers.lbfgs`).
     Not differentiable (inference only). Shapes as :func:`smacof`.
     """
     w = (weight * _pair_mask(mask)).detach()
     d = dist.detach()
     scale = w.sum((-1, -2)).clamp(min=_EPS)
-    y = x.detach().clone().requires_grad_(True)
-    _lbfgs(y, lambda z: (stress(z, d, w, mask) / scale).sum(), iters)
-    return y.detach() * mask.unsqueeze(-1)
+    m, n, _ = x.shape
+
+    def fun(z: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        sel = slice(None) if rows is None else rows
+        value, grad = _stress_and_grad(z.view(-1, n, 3), d[sel], w[sel])
+        return value / scale[sel], grad.reshape(z.shape[0], -1) / scale[sel].unsqueeze(-1)
+
+    out = minimizers.lbfgs(fun, x.detach().reshape(m, -1), iters, grad_tol=1e-6, rel_tol=1e-6)
+    return out.view(m, n, 3) * mask.unsqueeze(-1)
 
 
-def _lbfgs(y: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], iters: int) -> None:
-    """Minimise the scalar ``loss_fn(y)`` over the leaf tensor ``y`` in place: up to
-    ``iters`` L-BFGS iterations with a strong-Wolfe line search (inference only)."""
-    opt = torch.optim.LBFGS(
-        [y],
-        lr=1.0,
-        max_iter=iters,
-        history_size=10,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-6,
-        tolerance_change=1e-10,
-    )
+def _stress_and_grad(
+    x: torch.Tensor, dist: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`stress` (M,) and its gradient (M, N, 3), written out (no autograd):
+    d stress / d r_i = sum_j 2 w_ij (1 - d_ij / |r_i - r_j|) (r_i - r_j). ``weight`` must
+    already be zero on the diagonal and on padded atoms."""
+    diff = x.unsqueeze(-2) - x.unsqueeze(-3)
+    cur = diff.pow(2).sum(-1).add(_EPS).sqrt()
+    res = cur - dist
+    value = 0.5 * (weight * res * res).sum((-1, -2))
+    c = 2.0 * weight * res / cur
+    grad = c.sum(-1, keepdim=True) * x - c @ x
+    return value, grad
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = loss_fn(y)
-        loss.backward()
-        return loss
 
-    with torch.enable_grad():
-        opt.step(closure)
+def _lbfgs(
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    iters: int,
+) -> torch.Tensor:
+    """Up to ``iters`` L-BFGS iterations of :func:`rdconfvae.minimizers.lbfgs` on each
+    conformer's ``loss_fn(z, rows)`` (values (R,) of conformers ``rows``, None: all),
+    gradients by autograd; x (M, N, 3) is not modified (inference only)."""
+    m, n, _ = x.shape
+
+    def fun(z: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            y = z.view(-1, n, 3).detach().requires_grad_(True)
+            value = loss_fn(y, rows)
+            (g,) = torch.autograd.grad(value.sum(), y)
+        return value.detach(), g.reshape(z.shape[0], -1)
+
+    out = minimizers.lbfgs(fun, x.detach().reshape(m, -1), iters, grad_tol=1e-6, rel_tol=1e-6)
+    return out.view(m, n, 3)

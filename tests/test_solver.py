@@ -113,3 +113,59 @@ def test_stereo_penalty_repairs_a_flipped_centre():
         torch.zeros(0),
     )
     assert float(solver.signed_volumes(fixed, idx)[0, 0]) < 0
+
+
+def _noisy_problem(m: int = 6, n: int = 12) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(3)
+    ref = torch.randn(n, 3, generator=gen) * 2.0
+    d = _dist(ref).expand(m, n, n) * (1.0 + 0.05 * torch.randn(m, n, n, generator=gen))
+    d = 0.5 * (d + d.transpose(1, 2))
+    w = torch.ones(m, n, n)
+    mask = torch.ones(m, n)
+    x = solver.solve(d, w, mask, steps=5)
+    return x, d, w, mask
+
+
+def test_stress_polish_treats_each_conformer_on_its_own():
+    """A conformer polished alone ends where it ends in the batch (one L-BFGS on the
+    summed stress shared its line search between them, so the batch changed it)."""
+    x, d, w, mask = _noisy_problem()
+    batch = solver.polish(x, d, w, mask, iters=30)
+    alone = solver.polish(x[3:4], d[3:4], w[3:4], mask[3:4], iters=30)
+    assert torch.allclose(batch[3], alone[0], atol=1e-5)
+    before = solver.stress(x, d, w * solver._pair_mask(mask), mask)
+    after = solver.stress(batch, d, w * solver._pair_mask(mask), mask)
+    assert (after < before).all()
+
+
+def test_inference_does_not_import_torch_dynamo():
+    """torch.optim's optimisers import torch._dynamo when first built (seconds on a first
+    call); a first embed, stereo repair included, must not reach it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import rdconfvae; from rdkit import Chem; "
+        "from rdconfvae import solver; import torch; "
+        "x = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]]); "
+        "d = torch.cdist(x[0], x[0]).unsqueeze(0); "
+        "solver.stereo_penalty_refine(x, d, torch.ones_like(d), torch.ones(1, 4), "
+        "torch.tensor([[0, 1, 2, 3]]), torch.tensor([-1.0]), "
+        "torch.zeros(0, 4, dtype=torch.long), torch.zeros(0)); "
+        "solver.polish(x, d, torch.ones_like(d), torch.ones(1, 4), iters=5); "
+        "rdconfvae.embed(Chem.MolFromSmiles('C[C@H](N)C(=O)O'), n=2, seed=1); "
+        "print('torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_written_out_stress_gradient_equals_autograd():
+    x, d, w, mask = _noisy_problem()
+    wm = w * solver._pair_mask(mask)
+    z = x.double().requires_grad_(True)
+    value = solver.stress(z, d.double(), wm.double(), mask.double())
+    (grad,) = torch.autograd.grad(value.sum(), z)
+    v2, g2 = solver._stress_and_grad(x.double(), d.double(), wm.double())
+    assert torch.allclose(value, v2, atol=1e-10)
+    assert torch.allclose(grad, g2, atol=1e-10)
