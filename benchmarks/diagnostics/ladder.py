@@ -356,15 +356,20 @@ def table(args: argparse.Namespace) -> int:
         "Cells: median RMSD (A) / % below 0.5 A / % below 1 A. `post` = posterior mean, "
         "`prior k` = best of k prior draws.\n"
     )
-    print("| rung | steps | train min | params | post | prior 10 | prior 50 | why it lost |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| rung | steps | train min | params | KL nats/atom | post | prior 10 | prior 50 "
+        "| why it lost |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rungs:
         last = r["curve"][-1]
         p50 = _fmt(last["prior50"]["all"]) if "prior50" in last else "-"
+        kl = f"{r['train'][-1]['kl']:.3f}" if r["train"] else "-"
+        done = "" if r["finished"] else " (unfinished)"
         print(
-            f"| {r['name']} | {r['steps']} | {r['elapsed_s'] / 60:.1f} | {r['parameters']:,} | "
-            f"{_fmt(last['post']['all'])} | {_fmt(last['prior10']['all'])} | {p50} | "
-            f"{notes.get(r['name'], '')} |"
+            f"| {r['name']}{done} | {r['steps']} | {r['elapsed_s'] / 60:.1f} | "
+            f"{r['parameters']:,} | {kl} | {_fmt(last['post']['all'])} | "
+            f"{_fmt(last['prior10']['all'])} | {p50} | {notes.get(r['name'], '')} |"
         )
     print("\n## Learning curves: posterior-mean median RMSD (A) against training steps\n")
     steps = sorted({c["step"] for r in rungs for c in r["curve"]})
@@ -382,6 +387,16 @@ def table(args: argparse.Namespace) -> int:
     print("|---|" + "---|" * len(steps))
     for r in rungs:
         by = {c["step"]: c["prior10"]["all"]["median"] for c in r["curve"]}
+        print(
+            f"| {r['name']} | "
+            + " | ".join(f"{by[s]:.3f}" if s in by else "" for s in steps)
+            + " |"
+        )
+    print("\n## Learning curves: KL(q || p) in nats per atom (training batches, running mean)\n")
+    print("| rung | " + " | ".join(str(s) for s in steps) + " |")
+    print("|---|" + "---|" * len(steps))
+    for r in rungs:
+        by = {t["step"]: t["kl"] for t in r["train"]}
         print(
             f"| {r['name']} | "
             + " | ".join(f"{by[s]:.3f}" if s in by else "" for s in steps)
