@@ -108,6 +108,10 @@ PRESETS: dict[str, Preset] = {
     ),
     # the shipped weights: at most 8 hours on a 2-core CPU machine, resumable
     "default": Preset(),
+    # v2 candidate (issue 17): the default preset plus two bond-path decoder layers; 1.3x
+    # the step time of v1 (batch 64, one thread), ~6 h where v1 took ~4.6 h; budget 11.5 h
+    # (the issue allows 12). Not chosen yet: see benchmarks/diagnostics/ladder.md
+    "v2-path": Preset(path_layers=2, budget_hours=11.5),
     # for a GPU (--device cuda)
     "large": Preset(
         hidden=256,

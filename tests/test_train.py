@@ -155,6 +155,7 @@ def test_architecture_options_train_export_and_embed(train_sdf, tmp_path, monkey
     from rdconfvae.train import PRESETS, model_options, train
 
     assert model_options(PRESETS["default"]) == {}
+    assert model_options(PRESETS["v2-path"]) == {"path_layers": 2, "path_iters": 1}
     out, weights = tmp_path / "run", tmp_path / "weights"
     options = {"path_layers": 1, "path_iters": 2, "global_latent": 2}
     train(train_sdf, out, "tiny", export_dir=weights, overrides={"max_epochs": 1, **options})

@@ -412,8 +412,12 @@ def table(args: argparse.Namespace) -> int:
         cells += [_fmt(last["prior10"][b]) if b in last["prior10"] else "-" for b in bins]
         print(f"| {r['name']} | " + " | ".join(cells) + " |")
     print("\n## Commands\n")
+    print(notes.get("_how", "") + "\n")
     for r in rungs:
         print(f"- {r['name']}: `{r['command']}`")
+    if notes.get("_conclusion"):
+        print("\n## Reading\n")
+        print(notes["_conclusion"])
     return 0
 
 
