@@ -63,6 +63,10 @@ class Preset:
     trunk_layers: int = 3
     encoder_layers: int = 2
     decoder_layers: int = 2
+    # architecture options of rdconfvae.model (0: the v1 architecture); see its docstring
+    path_layers: int = 0
+    path_iters: int = 1
+    global_latent: int = 0
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -105,6 +109,10 @@ PRESETS: dict[str, Preset] = {
     ),
     # the shipped weights: at most 8 hours on a 2-core CPU machine, resumable
     "default": Preset(),
+    # v2 candidate (issue 17): the default preset plus two bond-path decoder layers; 1.3x
+    # the step time of v1 (batch 64, one thread), ~6 h where v1 took ~4.6 h; budget 11.5 h
+    # (the issue allows 12). Not chosen yet: see benchmarks/diagnostics/ladder.md
+    "v2-path": Preset(path_layers=2, budget_hours=11.5),
     # for a GPU (--device cuda)
     "large": Preset(
         hidden=256,
@@ -183,6 +191,18 @@ def _check_exclusions(records: list, names_are_ccd_codes: bool) -> None:
             f"{len(bad)} training molecules are on the evaluation exclusion list "
             f"(e.g. {', '.join(bad[:5])}); rebuild the set"
         )
+
+
+def model_options(preset: Preset) -> dict[str, int]:
+    """The architecture options a preset turns on (none for v1, whose config they would
+    otherwise change)."""
+    out = {}
+    if preset.path_layers:
+        out["path_layers"] = preset.path_layers
+        out["path_iters"] = preset.path_iters
+    if preset.global_latent:
+        out["global_latent"] = preset.global_latent
+    return out
 
 
 def featurize_records(records: list, max_heavy: int) -> tuple[list[Example], dict[str, int]]:
@@ -532,6 +552,7 @@ def train(
     config = default_config(fz.ATOM_DIM, fz.PAIR_DIM)
     for key in ("hidden", "latent", "trunk_layers", "encoder_layers", "decoder_layers"):
         config[key] = getattr(preset, key)
+    config.update(model_options(preset))
     model = ConfVAE(config).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=preset.lr, weight_decay=preset.weight_decay)
     net: torch.nn.Module = model

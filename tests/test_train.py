@@ -146,3 +146,28 @@ def test_resumed_run_matches_an_uninterrupted_one(train_sdf, tmp_path, monkeypat
             assert hist_a[-1][key] == hist_b[-1][key], (other.name, key)
         for name, tensor in a["model"].items():
             assert torch.equal(tensor, b["model"][name]), (other.name, name)
+
+
+def test_architecture_options_train_export_and_embed(train_sdf, tmp_path, monkeypatch):
+    """A preset with the v2 options (path layers, a global latent) trains, exports a
+    TorchScript file whose manifest records them, and embeds through the public API; the
+    default preset adds no option to the model config (v1 stays v1)."""
+    from rdconfvae.train import PRESETS, model_options, train
+
+    assert model_options(PRESETS["default"]) == {}
+    assert model_options(PRESETS["v2-path"]) == {"path_layers": 2, "path_iters": 1}
+    out, weights = tmp_path / "run", tmp_path / "weights"
+    options = {"path_layers": 1, "path_iters": 2, "global_latent": 2}
+    train(train_sdf, out, "tiny", export_dir=weights, overrides={"max_epochs": 1, **options})
+    manifest = json.loads((weights / "manifest.json").read_text())
+    assert {k: manifest["model_config"][k] for k in options} == options
+    monkeypatch.setenv("RDCONFVAE_WEIGHTS", str(weights))
+    modelstore.clear_cache()
+    try:
+        mol = Chem.AddHs(Chem.MolFromSmiles("CCOC(=O)c1ccccc1"))
+        assert rdconfvae.embed(mol, n=3, seed=0) == [0, 1, 2]
+        pos = mol.GetConformer(0).GetPositions()
+        # the C=O bond of the ester (atoms 3-4) is a real bond length
+        assert 1.0 < float(((pos[3] - pos[4]) ** 2).sum() ** 0.5) < 1.6
+    finally:
+        modelstore.clear_cache()

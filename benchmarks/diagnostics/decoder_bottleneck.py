@@ -99,8 +99,10 @@ def main() -> int:
         with torch.no_grad():
             h, e, mu_p, _ = net.encode_graph(g.atom_feat, g.pair_feat, g.pair_i, g.pair_j, inv)
             mu_q, _ = net.encode_posterior(h, e, g.pair_i, g.pair_j, inv, ref_d)
+            # models with path layers (rdconfvae.model) also need the pair features
+            extra = (g.pair_feat,) if model.manifest["model_config"].get("path_layers") else ()
             decoded = {
-                key: net.decode(h, e, g.pair_i, g.pair_j, inv, z.unsqueeze(0))
+                key: net.decode(h, e, g.pair_i, g.pair_j, inv, z.unsqueeze(0), *extra)
                 for key, z in (("posterior mean", mu_q), ("prior mean", mu_p))
             }
             gen = torch.Generator().manual_seed(int(i))
