@@ -359,7 +359,8 @@ class _Job:
     ) -> None:
         """Conformers of the default output that fail the gate: repaired into their bounds,
         then polished again (the repair knows no planarity), in ``full_xyz`` (K, N, 3).
-        One whose declared stereo the second polish changed keeps its repaired coordinates."""
+        One that the second polish takes out of its bounds again, or whose declared stereo
+        it changed, keeps its repaired coordinates."""
         idx = np.flatnonzero(bad)
         self._gate(full_xyz, full, repair=True)
         sub = Chem.Mol(full)
@@ -371,9 +372,14 @@ class _Job:
             sub.AddConformer(conf, assignId=False)
         self._polish(sub)
         again = np.stack([c.GetPositions() for c in sub.GetConformers()])
+        repaired = full_xyz[idx]
+        # the polish may pull a pair back below its bound (MMFF and RDKit's 1-5 bounds can
+        # disagree): then, and where it changed the declared stereo, the repaired
+        # coordinates stand
+        back = self._gates[full.GetNumAtoms()].failures(again)
         if enforce:
-            flipped = declared_stereo_broken(self.frags, again[:, : self.heavy.GetNumAtoms()])
-            again[flipped] = full_xyz[idx][flipped]
+            back |= declared_stereo_broken(self.frags, again[:, : self.heavy.GetNumAtoms()])
+        again[back] = repaired[back]
         full_xyz[idx] = again
 
     def make_checked(self, n: int, seed: int) -> Batch:

@@ -54,7 +54,11 @@ def batch_order(job, batch) -> np.ndarray:
     returned where the caller's molecule has them, else placed on the heavy atoms)."""
     if job.has_h:
         return energy_order(job.work, batch.all_xyz)
-    from rdconfvae.geometry import heavy_with_confs
-
-    full = Chem.AddHs(heavy_with_confs(job.heavy, batch.heavy_xyz), addCoords=True)
+    heavy = Chem.Mol(job.heavy)  # the returned heavy atoms as they are (no re-snapping)
+    heavy.RemoveAllConformers()
+    for xyz in batch.heavy_xyz:
+        conf = Chem.Conformer(heavy.GetNumAtoms())
+        conf.SetPositions(np.ascontiguousarray(xyz, dtype=float))
+        heavy.AddConformer(conf, assignId=True)
+    full = Chem.AddHs(heavy, addCoords=True)
     return energy_order(full, np.stack([c.GetPositions() for c in full.GetConformers()]))

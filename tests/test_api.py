@@ -564,3 +564,25 @@ def test_conformers_whose_stereo_mmff_changed_are_dropped():
     assert not declared_stereo_broken(frags, heavy_xyz).any()
     mirrored = heavy_xyz * np.array([-1.0, 1.0, 1.0])
     assert declared_stereo_broken(frags, mirrored).all()
+
+
+def test_a_conformer_mmff_inverted_is_replaced_by_a_new_sample(monkeypatch):
+    """MMFF that inverts L-alanine's centre in the first conformer of its first call: the
+    engine must drop that conformer and sample a replacement (the resample loop), so n
+    stereo-correct conformers come back and MMFF ran again for the replacements."""
+    calls = []
+    real = engine.mmff_minimize
+
+    def inverting(mol, *args, **kwargs):
+        out = real(mol, *args, **kwargs)
+        if not calls:
+            conf = next(iter(mol.GetConformers()))
+            conf.SetPositions(conf.GetPositions() * np.array([-1.0, 1.0, 1.0]))
+        calls.append(mol.GetNumConformers())
+        return out
+
+    monkeypatch.setattr(engine, "mmff_minimize", inverting)
+    mol = _mol("C[C@H](N)C(=O)O")
+    assert rdconfvae.embed(mol, n=4, seed=0, mmff=True) == [0, 1, 2, 3]
+    assert len(calls) >= 2  # a second round was sampled and minimised
+    assert all(conformer_stereo_matches(mol, c.GetId()) for c in mol.GetConformers())
