@@ -2,17 +2,8 @@
 
 Units: Angstrom. Pure RDKit + numpy (no torch), reusable outside the benchmark.
 
-The RMSD core (``GetBestRMS`` semantics, symmetry-aware, vectorised Kabsch) lives in
-:mod:`rdconfvae.rmsd`, shared with inference; its names are re-exported here.
-
-Example:
-    >>> from rdkit import Chem
-    >>> from rdkit.Chem import AllChem
-    >>> m = Chem.AddHs(Chem.MolFromSmiles("CCO"))
-    >>> AllChem.EmbedMolecule(m, randomSeed=7)
-    0
-    >>> round(best_rms(m, Chem.Mol(m)), 6)
-    0.0
+The RMSD core (``GetBestRMS`` semantics, symmetry-aware, vectorised Kabsch, with its
+example) lives in :mod:`rdconfvae.rmsd`, shared with inference; its names are re-exported here.
 """
 
 from __future__ import annotations

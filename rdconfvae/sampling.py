@@ -37,6 +37,7 @@ __all__ = [
     "bounds_geometry",
     "chunk_sizes",
     "sample_chunk",
+    "decode_pairs",
     "sample_fragment",
     "stereo_targets",
 ]
@@ -122,6 +123,28 @@ def stereo_targets(
     )
 
 
+def decode_pairs(
+    model: LoadedModel,
+    graph: fz.MolGraph,
+    geom: Geometry,
+    eps: torch.Tensor,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The model's pair distances for latents ``eps``, clamped to the bounds, and the
+    solver's dense targets and weights.
+
+    Shapes: eps (k, N, Z); returns dist, log_sigma (k, P) and d, w (k, N, N), Angstrom.
+    """
+    n = graph.num_atoms
+    inv = torch.full((n,), 1.0 / max(n - 1, 1))
+    dist, log_sigma = model.module.sample_distances(
+        graph.atom_feat, graph.pair_feat, graph.pair_i, graph.pair_j, inv, eps, temperature
+    )
+    dist = torch.minimum(torch.maximum(dist, geom.lower), geom.upper)
+    d, w = solver.dense_pairs(dist, log_sigma, graph.pair_i, graph.pair_j, n, geom.weight)
+    return dist, log_sigma, d, w
+
+
 def sample_chunk(
     model: LoadedModel,
     graph: fz.MolGraph,
@@ -140,13 +163,8 @@ def sample_chunk(
     ok (k,) bool (every enforced centre and double bond as required).
     """
     n = graph.num_atoms
-    inv = torch.full((n,), 1.0 / max(n - 1, 1))
     with torch.no_grad():
-        dist, log_sigma = model.module.sample_distances(
-            graph.atom_feat, graph.pair_feat, graph.pair_i, graph.pair_j, inv, eps, temperature
-        )
-        dist = torch.minimum(torch.maximum(dist, geom.lower), geom.upper)
-        d, w = solver.dense_pairs(dist, log_sigma, graph.pair_i, graph.pair_j, n, geom.weight)
+        dist, log_sigma, d, w = decode_pairs(model, graph, geom, eps, temperature)
         ones = torch.ones(d.shape[0], n)
         x = solver.solve(d, w, ones, steps=steps)
         if stress_iters > 0:

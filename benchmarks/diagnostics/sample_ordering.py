@@ -38,7 +38,7 @@ from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers
 
 import rdconfvae
-from rdconfvae import bench, engine, solver
+from rdconfvae import bench, engine, sampling, solver
 from rdconfvae.rmsd import rmsd_matrix
 
 log = logging.getLogger("sample_ordering")
@@ -53,16 +53,11 @@ class Recorder:
         self.orig = engine.sample_chunk
         self.rows: list[tuple[float, float, bool]] = []
 
-    def __call__(self, model, graph, geom, eps, temperature, steps, enforce, stress_iters):
-        x, ok = self.orig(model, graph, geom, eps, temperature, steps, enforce, stress_iters)
+    def __call__(self, model, graph, geom, eps, temperature, steps, enforce, *rest):
+        x, ok = self.orig(model, graph, geom, eps, temperature, steps, enforce, *rest)
         n = graph.num_atoms
-        inv = torch.full((n,), 1.0 / max(n - 1, 1))
         with torch.no_grad():
-            dist, log_sigma = model.module.sample_distances(
-                graph.atom_feat, graph.pair_feat, graph.pair_i, graph.pair_j, inv, eps, temperature
-            )
-            dist = torch.minimum(torch.maximum(dist, geom.lower), geom.upper)
-            d, w = solver.dense_pairs(dist, log_sigma, graph.pair_i, graph.pair_j, n, geom.weight)
+            _, _, d, w = sampling.decode_pairs(model, graph, geom, eps, temperature)
             ones = torch.ones(d.shape[0], n)
             s = solver.stress(x, d, w, ones) / (0.5 * w.sum((-1, -2)))
         prior = eps.pow(2).sum((-1, -2)) / n
