@@ -17,6 +17,7 @@ from typing import Any
 from rdkit import Chem
 
 from rdconfvae.attach import GENERATOR_PROP
+from rdconfvae.deadline import Deadline
 from rdconfvae.engine import generate, validate_mol
 from rdconfvae.errors import (
     EmbeddingFailedError,
@@ -42,13 +43,14 @@ log = logging.getLogger(__name__)
 def _dispatch(mol: Chem.Mol, n: int, opts: EmbedParameters) -> list[int]:
     validate(opts)
     mmff = bool(opts.mmff)
+    deadline = Deadline(float(opts.timeout) if opts.timeout else None)  # one limit for both
     try:
-        return generate(mol, n, opts, mmff)
+        return generate(mol, n, opts, mmff, deadline)
     except UnsupportedMoleculeError as exc:
         if opts.fallback != "etkdg":
             raise
         reason = str(exc)
-    return embed_etkdg(mol, n, opts, mmff, reason)
+    return embed_etkdg(mol, n, opts, mmff, reason, deadline)
 
 
 def embed(

@@ -124,10 +124,12 @@ class Batch:
 class _Job:
     """One molecule's embedding: the prepared inputs and the stages that make conformers."""
 
-    def __init__(self, mol: Chem.Mol, opts: EmbedParameters, mmff: bool) -> None:
+    def __init__(
+        self, mol: Chem.Mol, opts: EmbedParameters, mmff: bool, deadline: Deadline | None = None
+    ) -> None:
         self.opts = opts
         self.mmff = mmff
-        self.deadline = Deadline(float(opts.timeout) if opts.timeout else None)
+        self.deadline = deadline or Deadline(float(opts.timeout) if opts.timeout else None)
         self.work = Chem.Mol(mol)
         try:
             Chem.SanitizeMol(self.work)
@@ -233,9 +235,10 @@ class _Job:
         before sampling), split over the worker processes when there are some."""
         self.deadline.check("MMFF polish")
         if self.anchor is not None:  # fixed atoms held (one after the other: same result)
-            mmff_polish(full, self.polish, fixed=self.anchor.heavy_idx.tolist())
+            fixed = self.anchor.heavy_idx.tolist()
+            mmff_polish(full, self.polish, fixed=fixed, deadline=self.deadline)
         elif self.pool is None or full.GetNumConformers() < 2:
-            mmff_polish(full, self.polish)
+            mmff_polish(full, self.polish, deadline=self.deadline)
         else:
             workers.polish_in_pool(full, self.polish, self.pool, self.threads, self.deadline)
         self.deadline.check("MMFF polish")
@@ -254,6 +257,7 @@ class _Job:
             dielectric_constant=4.0 if self.opts.dielectric == "distance" else 1.0,
             num_threads=self.threads,
             fixed=() if self.anchor is None else self.anchor.heavy_idx.tolist(),
+            deadline=self.deadline,
         )
         self.deadline.check("MMFF")
         if res is None:
@@ -287,7 +291,7 @@ class _Job:
             sign = np.sign(
                 _signed_volumes(xyz[idx], gate.tetra) if len(gate.tetra) else np.zeros((0,))
             )
-            fixed = bounds_refine(xyz[idx], gate, gate.tetra, sign)
+            fixed = bounds_refine(xyz[idx], gate, gate.tetra, sign, deadline=self.deadline)
             xyz[idx] = fixed
             bad[idx] = gate.failures(fixed)
         return ~bad
@@ -433,16 +437,19 @@ class _Job:
         return [keep[i] for i in prune_indices(rms, float(thresh), order)]
 
 
-def generate(mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool) -> list[int]:
+def generate(
+    mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool, deadline: Deadline | None = None
+) -> list[int]:
     """Generate ``n`` conformers and attach them to ``mol``; return their ids.
 
-    Raises on any failure with ``mol`` untouched.
+    ``deadline``: the molecule's time limit when the caller started it (default: from
+    ``opts.timeout``, now). Raises on any failure with ``mol`` untouched.
     """
     validate_mol(mol)
     if int(n) <= 0:
         raise InvalidInputError(f"number of conformers must be positive, got {n}")
     seed = resolve_seed(opts.randomSeed)
-    job = _Job(mol, opts, mmff)
+    job = _Job(mol, opts, mmff, deadline)
     batch = job.make_checked(n, seed)
     if job.polish and not mmff and len(batch.all_xyz) > 1:
         # lowest polished MMFF94s energy first: the first conformers are the most plausible

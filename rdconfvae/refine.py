@@ -20,6 +20,8 @@ from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers
 from rdkit.ForceField import rdForceField
 
+from rdconfvae.deadline import Deadline
+
 if TYPE_CHECKING:
     from rdconfvae import forcefield
 
@@ -230,7 +232,12 @@ def _vdw_pairs(
 
 
 def mmff_polish(
-    mol: Chem.Mol, max_iters: int, *, variant: str = "MMFF94s", fixed: Sequence[int] = ()
+    mol: Chem.Mol,
+    max_iters: int,
+    *,
+    variant: str = "MMFF94s",
+    fixed: Sequence[int] = (),
+    deadline: Deadline | None = None,
 ) -> bool:
     """A short MMFF94s minimisation of every conformer of ``mol``, in place.
 
@@ -252,6 +259,7 @@ def mmff_polish(
         max_iters: optimiser iterations per conformer (> 0).
         variant: ``"MMFF94s"`` (default) or ``"MMFF94"``.
         fixed: atom indices held in place (``ff.AddFixedPoint``; a coordMap's atoms).
+        deadline: checked before each conformer (:class:`EmbeddingTimeoutError`).
 
     Returns:
         ``False`` when MMFF cannot type the molecule (coordinates left untouched).
@@ -263,6 +271,8 @@ def mmff_polish(
         return False
     props.SetMMFFEleTerm(False)
     for conf in mol.GetConformers():
+        if deadline is not None:
+            deadline.check("MMFF polish")
         ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(
             mol, props, nonBondedThresh=POLISH_NONBONDED_CUTOFF, confId=conf.GetId()
         )
@@ -312,6 +322,7 @@ def mmff_minimize(
     max_iters: int = DEFAULT_MAX_ITERS,
     num_threads: int = 1,
     fixed: Sequence[int] = (),
+    deadline: Deadline | None = None,
 ) -> list[MinimizeResult] | None:
     """Minimise conformers of ``mol`` in place with MMFF and store their energies.
 
@@ -329,6 +340,8 @@ def mmff_minimize(
         num_threads: RDKit worker threads (0 = all cores).
         fixed: atom indices held in place (``ff.AddFixedPoint``; a coordMap's atoms);
             conformers are then minimised one after the other.
+        deadline: checked before each conformer when they are minimised one after the
+            other (:class:`EmbeddingTimeoutError`); RDKit's threaded path runs to its end.
 
     Returns:
         One :class:`MinimizeResult` per conformer, or ``None`` when MMFF cannot
@@ -351,6 +364,8 @@ def mmff_minimize(
             results.append(MinimizeResult(cid, float(energy), not_conv == 0))
     else:
         for cid in ids:
+            if deadline is not None:
+                deadline.check("MMFF")
             ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props, confId=cid)
             for i in fixed:
                 ff.AddFixedPoint(int(i))
