@@ -83,7 +83,7 @@ class _Conforge:
     def settings(self, n: int) -> dict[str, object]:
         s, cg = self.gen.settings, self.confgen
 
-        def name(enum, value):
+        def name(enum: Any, value: Any) -> Any:
             return next((k for k in dir(enum) if k.isupper() and getattr(enum, k) == value), value)
 
         return {

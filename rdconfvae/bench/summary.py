@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +88,8 @@ def summarize(task: str, rows: Sequence[dict], methods: Sequence[str]) -> dict:
     return {"methods": out, "n_common": len(common)}
 
 
-def jsonable(obj):
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers, non-finite floats as None, keys as str."""
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

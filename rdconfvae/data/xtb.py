@@ -20,7 +20,9 @@ __all__ = [
 BOHR = 0.529177210903
 
 
-def load_tblite():
+def load_tblite() -> Any:
+    """tblite's ``Calculator`` class; ``ImportError`` with the install hint without tblite or
+    scipy (the job calls it before any work)."""
     # one OpenMP thread per process unless the user says otherwise: read when tblite's OpenMP
     # runtime loads, and oversubscribed spinning threads cost 20x on a busy machine (measured)
     os.environ.setdefault("OMP_NUM_THREADS", "1")

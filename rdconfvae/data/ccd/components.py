@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rdkit import Chem
@@ -65,7 +66,7 @@ class CCDTables:
         return f"<CCD tables: {len(self.comp['id'])} components, latest date {self.latest_date}>"
 
 
-def _column(category, name: str, path: Path, float_missing: bool = False) -> np.ndarray:
+def _column(category: Any, name: str, path: Path, float_missing: bool = False) -> np.ndarray:
     try:
         col = category[name]
     except KeyError as exc:
