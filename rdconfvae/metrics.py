@@ -39,6 +39,8 @@ __all__ = [
     "ensemble_metrics",
     "pose_summary",
     "posebusters_checks",
+    "reference_energy",
+    "require_posebusters",
     "stereo_preserved",
 ]
 
@@ -153,7 +155,9 @@ def stereo_preserved(mol: Chem.Mol, conf_ids: Sequence[int] | None = None) -> li
     return out
 
 
-def _posebusters():
+def require_posebusters() -> type:
+    """PoseBusters' ``PoseBusters`` class; ``ImportError`` with the install hint when the
+    optional package is missing (checked before a validity run starts)."""
     try:
         from posebusters import PoseBusters
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -323,7 +327,7 @@ def _flatness_checks(mol: Chem.Mol, xyz: np.ndarray, **params) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _reference_energy(inchi: str, n_confs: int, num_threads: int) -> float:
+def reference_energy(inchi: str, n_confs: int, num_threads: int) -> float:
     """Mean UFF energy (kcal/mol) of PoseBusters' reference ensemble for one InChI.
 
     ``posebusters.modules.energy_ratio.get_energies``: ``n_confs`` ETKDGv3 conformers (seed
@@ -367,7 +371,7 @@ def _energy_ratio_check(
 
     UFF energy of the conformer (missing hydrogens added and UFF-placed first, none for a
     molecule with explicit H) divided by the mean UFF energy of the reference ensemble
-    (:func:`_reference_energy`), passing when the ratio is <= ``threshold_energy_ratio``.
+    (:func:`reference_energy`), passing when the ratio is <= ``threshold_energy_ratio``.
     PoseBusters takes the ensemble of the conformer's own InChI (stereo perceived from its
     coordinates); that is ``ref_inchi`` for any conformer with the input's stereo, so the
     result is the same. For a conformer whose InChI differs (``inchi_matches_input`` False)
@@ -393,7 +397,7 @@ def _energy_ratio_check(
         inchi = get_inchi(work, inchi_strict=p["inchi_strict"])
     except Exception:  # noqa: BLE001 - PoseBusters: any failure here -> NaN
         return failed
-    mean = _reference_energy(
+    mean = reference_energy(
         ref_inchi or inchi, int(p["ensemble_number_conformations"]), int(num_threads)
     )
     if mean == 0:
@@ -445,7 +449,7 @@ def posebusters_checks(
     Raises:
         ImportError: posebusters is not installed.
     """
-    _posebusters()
+    require_posebusters()
     from posebusters.posebusters import module_dict
 
     ids = [c.GetId() for c in mol.GetConformers()] if conf_ids is None else list(conf_ids)

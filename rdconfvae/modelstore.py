@@ -30,7 +30,15 @@ from rdconfvae.hashing import sha256_file
 if TYPE_CHECKING:
     from rdconfvae.model import ConfVAE
 
-__all__ = ["LoadedModel", "load_model", "load_state_dict_model", "weights_dir", "clear_cache"]
+__all__ = [
+    "LoadedModel",
+    "load_model",
+    "load_state_dict_model",
+    "weights_dir",
+    "clear_cache",
+    "loaded_count",
+    "reset_lock_after_fork",
+]
 
 _lock = threading.Lock()
 _cache: dict[str, LoadedModel] = {}
@@ -186,3 +194,15 @@ def clear_cache() -> None:
     """Forget loaded models (tests, or after replacing the weights on disk)."""
     with _lock:
         _cache.clear()
+
+
+def loaded_count() -> int:
+    """How many models this process holds loaded (one per weights folder)."""
+    return len(_cache)
+
+
+def reset_lock_after_fork() -> None:
+    """A fresh cache lock in a forked child: a copy of a lock the parent held when it forked
+    would never be released."""
+    global _lock
+    _lock = threading.Lock()

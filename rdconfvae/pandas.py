@@ -73,13 +73,13 @@ def _require_column(df: Any, col: str) -> None:
         raise KeyError(f"no column {col!r} in the frame (columns: {list(df.columns)})")
 
 
-def _check_rows(rows: str) -> None:
+def check_rows(rows: str) -> None:
     """Checked before any molecule is embedded."""
     if rows not in ROWS:
         raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
 
 
-def _source_column(df: pd.DataFrame, smiles_col: str | None, mol_col: str | None) -> str:
+def source_column(df: pd.DataFrame, smiles_col: str | None, mol_col: str | None) -> str:
     if (smiles_col is None) == (mol_col is None):
         raise TypeError("give exactly one of smiles_col= or mol_col=")
     col = smiles_col if smiles_col is not None else str(mol_col)
@@ -233,8 +233,8 @@ def embed_frame(
         ValueError: bad ``rows`` or option value (e.g. ``n <= 0``).
         WeightsError: the model cannot be loaded (every molecule would fail).
     """
-    col = _source_column(df, smiles_col, mol_col)
-    _check_rows(rows)
+    col = source_column(df, smiles_col, mol_col)
+    check_rows(rows)
     options = _options(n, embed_options)
     results = _embed_column(df, col, name_col, options)
     out = _assemble(df, results, rows, mol_out)
@@ -242,7 +242,7 @@ def embed_frame(
     return out
 
 
-def _sdf_frame(
+def sdf_frame(
     df: pd.DataFrame,
     col: str,
     *,
@@ -259,7 +259,7 @@ def _sdf_frame(
     """
     import pandas as pd
 
-    _check_rows(rows)
+    check_rows(rows)
     _require_column(df, col)
     options = _options(n, embed_options)
     results = _embed_column(df, col, name_col, options)
@@ -330,7 +330,7 @@ def knime_table(
     if name_col is None:
         name_col = "__rdconfvae_name__"
         work[name_col] = work.index
-    out = _sdf_frame(
+    out = sdf_frame(
         work,
         col,
         n=n,

@@ -89,7 +89,7 @@ def _init_worker(weights: str, parent: int) -> None:
     from rdconfvae import modelstore
 
     exit_with_parent(parent)
-    modelstore._lock = threading.Lock()  # a forked copy of a held lock would never be released
+    modelstore.reset_lock_after_fork()
     torch.set_num_threads(1)
     modelstore.load_model(Path(weights))
 

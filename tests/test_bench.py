@@ -57,7 +57,7 @@ def test_missing_generator_is_a_recorded_failure(tmp_path, monkeypatch):
     def unavailable(mol, n, seed, timeout):
         raise bench.MethodError("rdconfvae.embed is not available: test")
 
-    monkeypatch.setattr(bench, "_run_rdconfvae", unavailable)
+    monkeypatch.setattr(bench.methods, "run_rdconfvae", unavailable)
     argv = ["platinum", "--data", str(POSES), "--methods", "etkdg,rdconfvae,rdconfvae+mmff",
             "-n", "2", "--limit", "2", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
     assert bench.main(argv) == 0
@@ -74,13 +74,13 @@ def test_missing_generator_is_a_recorded_failure(tmp_path, monkeypatch):
 def test_refinement_suffixes():
     assert bench.split_method("etkdg+mmffgas") == ("etkdg", "mmffgas")
     assert bench.split_method("rdconfvae") == ("rdconfvae", None)
-    assert bench._parse_methods("etkdg,etkdg+mmff,etkdg+mmffgas") == [
+    assert bench.parse_methods("etkdg,etkdg+mmff,etkdg+mmffgas") == [
         "etkdg",
         "etkdg+mmff",
         "etkdg+mmffgas",
     ]
     with pytest.raises(ValueError, match="optionally with"):
-        bench._parse_methods("etkdg+uff")
+        bench.parse_methods("etkdg+uff")
 
 
 def test_embed_with_mmff_is_a_method(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from rdkit import Chem
 
 import rdconfvae.dask as rdask
+from rdconfvae.bench import throughput
 from rdconfvae.dask import (
     embed_bag,
     embed_dataframe,
@@ -212,7 +213,7 @@ def test_local_cluster_two_workers(reference, tmp_path):
 
         from rdconfvae import modelstore
 
-        return torch.jit._rdconfvae_test_loads, len(modelstore._cache), torch.get_num_threads()
+        return torch.jit._rdconfvae_test_loads, modelstore.loaded_count(), torch.get_num_threads()
 
     with (
         distributed.LocalCluster(
@@ -275,4 +276,4 @@ def test_bench_throughput_reports_rates():
     assert all(row["mol_per_s"] > 0 for row in result["rows"])
     assert result["rows"][1]["returncode"] == 0
     assert result["rows"][2]["identical"] is True
-    assert "| run |" in rdask._report(result, "python -m rdconfvae.dask bench x.smi")
+    assert "| run |" in throughput.report(result, "python -m rdconfvae.dask bench x.smi")

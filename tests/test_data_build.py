@@ -20,17 +20,10 @@ from rdkit.Chem import rdForceFieldHelpers, rdMolAlign
 
 from rdconfvae.data import read_built_ensembles
 from rdconfvae.data.__main__ import main as data_main
-from rdconfvae.data.build import (
-    ENERGY_PROP,
-    WEIGHT_PROP,
-    BuildOptions,
-    build_ensemble,
-    build_file,
-    embed_conformers,
-    molecule_seed,
-    prepare_molecule,
-)
 from rdconfvae.data.coverage import measure_coverage, write_coverage_report
+from rdconfvae.data.job import build_file
+from rdconfvae.data.recipe import build_ensemble, embed_conformers, molecule_seed, prepare_molecule
+from rdconfvae.data.recipe_options import ENERGY_PROP, WEIGHT_PROP, BuildOptions
 from rdconfvae.errors import DataError, InvalidInputError
 
 #: Gas constant in kcal/(mol K) (CODATA 2018: 8.314462618 J/(mol K) / 4184).

@@ -31,6 +31,8 @@ from rdconfvae.data import (  # noqa: E402
     load_exclusions,
 )
 from rdconfvae.data.__main__ import main  # noqa: E402
+from rdconfvae.data.ccd import filters as ccd_filters  # noqa: E402
+from rdconfvae.data.ccd import store as ccd_store  # noqa: E402
 from rdconfvae.data.exclusions import inchikey_skeleton  # noqa: E402
 from rdconfvae.errors import DataError  # noqa: E402
 
@@ -57,14 +59,14 @@ def tables():
 @pytest.fixture
 def cached_ccd(monkeypatch, tables):
     """Builds reuse the module's parsed CCD instead of reading the 63 MB file each time."""
-    monkeypatch.setattr(ccd, "read_ccd", lambda path=None: tables)
+    monkeypatch.setattr(ccd_store, "read_ccd", lambda path=None: tables)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tables):
     out = tmp_path_factory.mktemp("ccd")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ccd, "read_ccd", lambda path=None: tables)
+        mp.setattr(ccd_store, "read_ccd", lambda path=None: tables)
         manifest = build_ccd_set(out, codes=CODES, sdf=out / "set.sdf.gz", progress=False)
     return out, manifest
 
@@ -191,14 +193,16 @@ def test_flipped_double_bond_fails_stereo_check(tables):
     assert not mol.GetBondBetweenAtoms(i, j).IsInRing()
     # a 180 degree turn about the double bond: E <-> Z, every bond length unchanged
     flipped = _rotate_side(comp.model_xyz, mol, i, j, np.pi)
-    with_coords = ccd._with_coords(mol, flipped)
-    problem = ccd._stereo_problem(with_coords, comp)
+    with_coords = ccd_filters.with_coords(mol, flipped)
+    problem = ccd_filters.stereo_problem(with_coords, comp)
     assert f"declared {comp.bond_stereo[k]}" in problem
     comp.model_xyz = flipped
     assert not ccd.check_component(comp).ok
     # a full turn changes nothing
     assert (
-        ccd._stereo_problem(ccd._with_coords(mol, _rotate_side(flipped, mol, i, j, np.pi)), comp)
+        ccd_filters.stereo_problem(
+            ccd_filters.with_coords(mol, _rotate_side(flipped, mol, i, j, np.pi)), comp
+        )
         == ""
     )
 
@@ -222,8 +226,8 @@ def test_perturbed_coordinates_are_rejected(tables):
     crowded = component(tables, "AIN")
     crowded.model_xyz = crowded.model_xyz.copy()
     crowded.model_xyz[b] = crowded.model_xyz[a] + np.array([1.5, 0.0, 0.0])
-    assert "bonds apart" in ccd._clash_problem(mol, crowded, is_heavy)
-    assert ccd._clash_problem(mol, comp, is_heavy) == ""
+    assert "bonds apart" in ccd_filters.clash_problem(mol, crowded, is_heavy)
+    assert ccd_filters.clash_problem(mol, comp, is_heavy) == ""
     missing = component(tables, "AIN")
     missing.model_xyz = missing.model_xyz.copy()
     missing.model_xyz[3] = np.nan

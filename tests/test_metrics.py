@@ -273,9 +273,9 @@ def test_energy_reference_once_per_molecule():
     pytest.importorskip("posebusters")
     first = embed(DRUGS["ibuprofen"], 2, seed=21)
     metrics.posebusters_checks(first)
-    misses = metrics._reference_energy.cache_info().misses
+    misses = metrics.reference_energy.cache_info().misses
     again = embed(DRUGS["ibuprofen"], 4, seed=22)  # other conformers, same molecule
     res = metrics.posebusters_checks(again)
     assert all(r["stereo"] for r in res)
-    assert metrics._reference_energy.cache_info().misses == misses  # no new ensemble
+    assert metrics.reference_energy.cache_info().misses == misses  # no new ensemble
     assert all(0.0 < r["energy_ratio"] < 100.0 and r["checks"]["internal_energy"] for r in res)

@@ -110,7 +110,7 @@ def test_resumed_run_matches_an_uninterrupted_one(train_sdf, tmp_path, monkeypat
 
     import torch
 
-    from rdconfvae import train
+    from rdconfvae.train import loop
 
     straight, split, mid = tmp_path / "straight", tmp_path / "split", tmp_path / "mid"
     base = ["--preset", "tiny", "--data", str(train_sdf)]
@@ -121,7 +121,7 @@ def test_resumed_run_matches_an_uninterrupted_one(train_sdf, tmp_path, monkeypat
     a = torch.load(straight / "last.ckpt", weights_only=True)
     steps_per_epoch = json.loads(a["state"])["history"][0]["step"]
     assert steps_per_epoch >= 2  # else no step ends in the middle of an epoch
-    real_step, calls = train.train_step, []
+    real_step, calls = loop.train_step, []
 
     def stopping_step(*args, **kwargs):  # as `kill -TERM` after the first step of epoch 2
         calls.append(1)
@@ -130,9 +130,9 @@ def test_resumed_run_matches_an_uninterrupted_one(train_sdf, tmp_path, monkeypat
             os.kill(os.getpid(), signal.SIGTERM)
         return out
 
-    monkeypatch.setattr(train, "train_step", stopping_step)
+    monkeypatch.setattr(loop, "train_step", stopping_step)
     assert train_main([*base, "--out", str(mid), "--max-epochs", "2"]) == 0
-    monkeypatch.setattr(train, "train_step", real_step)
+    monkeypatch.setattr(loop, "train_step", real_step)
     stopped = json.loads(torch.load(mid / "last.ckpt", weights_only=True)["state"])
     assert (stopped["epoch"], stopped["position"]) == (1, 1)
     assert train_main([*base, "--out", str(mid), "--max-epochs", "2", "--resume"]) == 0

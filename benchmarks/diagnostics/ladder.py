@@ -12,7 +12,7 @@ way, so each rung gives a learning curve (reconstruction against training steps)
 Evaluation molecules come from the CCD validation split, never from the 400 that
 ``rdconfvae.train`` uses to select checkpoints (seed ``preset.seed + 1``, as
 ``decoder_bottleneck.py`` does), and never from a benchmark set (those are excluded when
-the CCD set is built; :func:`rdconfvae.train._check_exclusions` checks again). They are
+the CCD set is built; :func:`rdconfvae.train.check_exclusions` checks again). They are
 drawn per rotatable-bond bin (RDKit strict definition, heavy atoms) so every bin holds the
 same number.
 
@@ -49,11 +49,11 @@ from rdconfvae.train import (
     PRESETS,
     Example,
     Preset,
-    _check_exclusions,
-    _load_records,
     batch_loss,
+    check_exclusions,
     collate,
     featurize_records,
+    load_records,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -82,8 +82,8 @@ def load_sets(
     """Training subset, evaluation molecules and their rotatable-bond counts."""
     from rdkit.Chem import rdMolDescriptors
 
-    records = _load_records(data)
-    _check_exclusions(records, names_are_ccd_codes=True)
+    records = load_records(data)
+    check_exclusions(records, names_are_ccd_codes=True)
     train_recs = [r for r in records if r.split != "val"]
     idx = np.random.default_rng(preset.seed).permutation(len(train_recs))[:train_molecules]
     train_ex, _ = featurize_records([train_recs[i] for i in sorted(idx)], preset.max_heavy_atoms)

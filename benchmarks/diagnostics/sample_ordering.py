@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     if args.ccd is not None:
         from rdconfvae.data.ccd import load_ccd_set
 
-        recs = [bench._make_record(r.name, r.mol) for r in load_ccd_set(args.ccd, "val")]
+        recs = [bench.records.make_record(r.name, r.mol) for r in load_ccd_set(args.ccd, "val")]
     else:
         recs = bench.load_records(args.platinum, "platinum")
     recs = bench.select_records(recs, args.limit, "stratified")

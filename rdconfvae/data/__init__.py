@@ -22,17 +22,13 @@ Build the set once (about 2 minutes, one CPU), then load it::
 
 from __future__ import annotations
 
-from rdconfvae.data.build import (
-    BuildOptions,
-    Ensemble,
-    build_ensemble,
-    build_file,
-    read_built_ensembles,
-)
 from rdconfvae.data.ccd import FILTERS, build_ccd_set, check_component, load_ccd_set, split_of
 from rdconfvae.data.coverage import measure_coverage
 from rdconfvae.data.exclusions import Exclusions, inchikey_skeleton, is_excluded, load_exclusions
+from rdconfvae.data.job import build_file, read_built_ensembles
 from rdconfvae.data.readers import read_geom_rdkit_folder, read_sdf_ensembles
+from rdconfvae.data.recipe import Ensemble, build_ensemble
+from rdconfvae.data.recipe_options import BuildOptions
 from rdconfvae.data.records import ALLOWED_ELEMENTS, MolRecord
 
 __all__ = [

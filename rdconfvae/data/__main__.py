@@ -4,7 +4,7 @@ Subcommands:
     ccd OUT_DIR    the training set of experimental conformations from the PDB Chemical
                    Component Dictionary (see :func:`rdconfvae.data.ccd.build_ccd_set`).
     build IN OUT   conformer ensembles from SMILES (ETKDGv3 -> MMFF94s -> [xTB] -> window ->
-                   RMSD dedupe -> Boltzmann weights; :func:`rdconfvae.data.build.build_file`).
+                   RMSD dedupe -> Boltzmann weights; :func:`rdconfvae.data.job.build_file`).
     coverage       how close the build recipe comes to experimental poses
                    (:func:`rdconfvae.data.coverage.measure_coverage`).
 
@@ -55,7 +55,7 @@ def _positive_float(text: str) -> float:
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     """Options of the ensemble recipe, shared by ``build`` and ``coverage``."""
-    from rdconfvae.data.build import DEFAULT_RMS, DEFAULT_SAMPLES, DEFAULT_WINDOW
+    from rdconfvae.data.recipe_options import DEFAULT_RMS, DEFAULT_SAMPLES, DEFAULT_WINDOW
 
     g = p.add_argument_group("recipe")
     g.add_argument(
@@ -117,7 +117,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from rdconfvae.data.build import BuildOptions
+    from rdconfvae.data.recipe_options import BuildOptions
 
     return BuildOptions(
         samples=args.samples,
@@ -204,7 +204,7 @@ def _parser(prog: str = "python -m rdconfvae.data") -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from rdconfvae.data.build import build_file
+    from rdconfvae.data.job import build_file
 
     manifest = build_file(
         args.input,

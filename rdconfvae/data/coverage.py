@@ -3,7 +3,7 @@
 For each pose of an SDF (e.g. the Platinum set) the molecule's graph is rebuilt without 3D,
 exactly as the benchmark does (:func:`rdconfvae.bench.load_records`: canonical isomeric SMILES
 of the pose's heavy atoms, stereo perceived from its 3D coordinates), the builder recipe
-(:mod:`rdconfvae.data.build`) runs on it, and the minimum heavy-atom symmetry-aware RMSD of the
+(:mod:`rdconfvae.data.recipe`) runs on it, and the minimum heavy-atom symmetry-aware RMSD of the
 ensemble to the pose is recorded, next to that of the raw ETKDGv3 conformers the recipe
 started from (same seed, same sample count). A model trained on ensembles from a recipe can at
 best reproduce them: the recipe's numbers are the ceiling for such a model on that pose set.
@@ -29,14 +29,9 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import rdMolDescriptors
 
 from rdconfvae import metrics
-from rdconfvae.data.build import (
-    BuildOptions,
-    embed_conformers,
-    molecule_seed,
-    ordered_map,
-    prepare_molecule,
-    refine_ensemble,
-)
+from rdconfvae.data.job import ordered_map
+from rdconfvae.data.recipe import embed_conformers, molecule_seed, prepare_molecule, refine_ensemble
+from rdconfvae.data.recipe_options import BuildOptions
 from rdconfvae.errors import RdConfVAEError
 
 __all__ = ["CoverageItem", "coverage_table", "measure_coverage", "write_coverage_report"]

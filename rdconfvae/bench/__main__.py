@@ -1,0 +1,5 @@
+"""``python -m rdconfvae.bench``."""
+
+from rdconfvae.bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Training presets: the hyper-parameters of a run and the architecture options they turn on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rdconfvae import featurize as fz
+
+
+@dataclass
+class Preset:
+    """Training hyper-parameters (architecture sizes go into the model config)."""
+
+    hidden: int = 96
+    latent: int = 8
+    trunk_layers: int = 3
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    # architecture options of rdconfvae.model (0: the v1 architecture); see its docstring
+    path_layers: int = 0
+    path_iters: int = 1
+    global_latent: int = 0
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_epochs: int = 100
+    patience: int = 8  # epochs without validation improvement
+    beta: float = 1.0
+    kl_balance: float = 0.8  # weight of the prior-side KL gradient
+    free_bits: float = 0.5  # nats per atom the encoder may use without KL cost
+    coord_weight: float = 1.0
+    dist_weight: float = 1.0
+    solver_steps: int = 12
+    grad_steps: int = 3
+    val_molecules: int = 400
+    val_samples: int = 8
+    max_train_molecules: int = 0  # 0 = all
+    max_heavy_atoms: int = fz.MAX_HEAVY_ATOMS
+    checkpoint_minutes: float = 10.0
+    budget_hours: float = 8.0  # total training wall time over all sittings (0: none)
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    # a minute on 2 CPU cores: for tests and smoke runs
+    "tiny": Preset(
+        hidden=32,
+        latent=4,
+        trunk_layers=2,
+        encoder_layers=1,
+        decoder_layers=1,
+        batch_size=16,
+        max_epochs=3,
+        patience=3,
+        solver_steps=8,
+        grad_steps=2,
+        val_molecules=16,
+        val_samples=4,
+        max_train_molecules=200,
+        budget_hours=0.0,
+    ),
+    # the shipped weights: at most 8 hours on a 2-core CPU machine, resumable
+    "default": Preset(),
+    # v2 candidate (issue 17): the default preset plus two bond-path decoder layers; 1.3x
+    # the step time of v1 (batch 64, one thread), ~6 h where v1 took ~4.6 h; budget 11.5 h
+    # (the issue allows 12). Not chosen yet: see benchmarks/diagnostics/ladder.md
+    "v2-path": Preset(path_layers=2, budget_hours=11.5),
+    # for a GPU (--device cuda)
+    "large": Preset(
+        hidden=256,
+        latent=16,
+        trunk_layers=6,
+        encoder_layers=3,
+        decoder_layers=3,
+        batch_size=128,
+        max_epochs=300,
+        patience=15,
+        val_molecules=1000,
+        budget_hours=0.0,
+    ),
+}
+
+
+def model_options(preset: Preset) -> dict[str, int]:
+    """The architecture options a preset turns on (none for v1, whose config they would
+    otherwise change)."""
+    out = {}
+    if preset.path_layers:
+        out["path_layers"] = preset.path_layers
+        out["path_iters"] = preset.path_iters
+    if preset.global_latent:
+        out["global_latent"] = preset.global_latent
+    return out
