@@ -591,6 +591,7 @@ def run_report(args: argparse.Namespace) -> int:
     for label, name in (
         ("", "embed_summary.json"),
         (" (awkward list again)", "embed_awkward_summary.json"),
+        (" (awkward list, the limit checked inside every stage)", "embed_stages_summary.json"),
     ):
         path = out / name
         if not path.exists():
