@@ -5,7 +5,7 @@ Three parts, each writing into ``benchmarks/results/robustness/`` (``--out``):
 ``embed``
     Every molecule of ``../shared/data/smiles/train_pool.smi``, the GEOM-Drugs test SMILES and
     ``benchmarks/robustness/awkward.smi`` (awkward real chemistry, by category) through the
-    batch path the CLI uses (``batch.ordered_map`` over ``batch._work`` on ``--workers``
+    batch path the CLI uses (``ordered_map`` over ``pipeline.embed_record`` on ``--workers``
     spawned processes: ``embed_one`` with n = 10, the default output, a per-molecule
     ``--timeout``). Writes one row per molecule (``embed_outcomes.tsv``: outcome, error type,
     seconds, conformers, generator) and ``embed_summary.json``: counts per outcome and source,
@@ -129,8 +129,8 @@ def run_embed(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from rdconfvae.batch import InputRecord, _work, ordered_map
-    from rdconfvae.pipeline import EmbedOptions
+    from rdconfvae.batch import InputRecord, ordered_map
+    from rdconfvae.pipeline import EmbedOptions, embed_record
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +199,7 @@ def run_embed(args: argparse.Namespace) -> int:
     stopped = False
     with open(out / "embed_outcomes.tsv", "w", encoding="utf-8") as fh:
         fh.write("source\tname\toutcome\terror_type\tseconds\tconformers\tgenerator\terror\n")
-        for res in ordered_map(_work, records, args.workers, options):
+        for res in ordered_map(embed_record, records, args.workers, options):
             progress["done"] += 1
             progress["last"] = time.monotonic()
             src, name = res.name.split("/", 1)
@@ -335,7 +335,7 @@ _STUB = (
     "import sys\n"
     "from rdkit import Chem\n"
     "from rdkit.Chem import AllChem\n"
-    "import rdconfvae.batch as batch\n"
+    "import rdconfvae.pipeline as pipeline\n"
     "from rdconfvae.pipeline import EmbedResult, to_mol\n"
     "def stub(item, name='', index=0, options=None):\n"
     "    try:\n"
@@ -345,7 +345,7 @@ _STUB = (
     "    AllChem.Compute2DCoords(mol)\n"
     "    mol.SetProp('_Name', name)\n"
     "    return EmbedResult(index, name, 'ok', mol_binary=mol.ToBinary(), n_conformers=1)\n"
-    "batch.embed_one = stub\n"
+    "pipeline.embed_one = stub\n"
     "from rdconfvae.cli import main\n"
     "raise SystemExit(main(sys.argv[1:]))\n"
 )

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from rdkit import Chem
 
 from rdconfvae.pipeline import EmbedOptions, EmbedResult, conformer_records, embed_one
+from rdconfvae.resumable_output import ResumableOutput
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.bag as db
@@ -325,8 +326,6 @@ def write_results(results: Iterable[EmbedResult], path: str | Path) -> tuple[int
     One SDF record per conformer (title = name, or ``mol<index + 1>`` when unnamed),
     failures as ``name<TAB>reason`` lines.
     """
-    from rdconfvae.batch import ResumableOutput
-
     path = Path(path)
     out = ResumableOutput(path, path.with_name(path.name + ".errors.tsv"))
     n_ok = n_fail = 0

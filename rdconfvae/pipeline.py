@@ -10,21 +10,39 @@ A failure of one molecule (bad SMILES, unsupported element, timeout, ...) is a
 :class:`EmbedResult` with ``status == "failed"`` and the reason; it never raises,
 so a batch goes on. Faults of the installation (unreadable weights) do raise:
 every molecule would fail the same way.
+
+For the file runner (:mod:`rdconfvae.batch`) a molecule comes as an input record:
+:func:`embed_record` embeds it, keeping the lines logged meanwhile with its result
+(:func:`collect_logs`), and :func:`crashed_result` stands for a record whose worker
+process died.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from rdkit import Chem
+from rdkit import Chem, rdBase
 
 from rdconfvae.errors import InvalidInputError, RdConfVAEError, WeightsError
+from rdconfvae.inputs import InputRecord
 from rdconfvae.params import ALIASES, EmbedParameters, check_count, validate
 
-__all__ = ["EmbedOptions", "EmbedResult", "embed_one", "to_mol", "conformer_records"]
+__all__ = [
+    "EmbedOptions",
+    "EmbedResult",
+    "embed_one",
+    "to_mol",
+    "conformer_records",
+    "collect_logs",
+    "embed_record",
+    "crashed_result",
+]
 
 #: RDKit pickle flags that keep molecule, atom and conformer properties (name, energies).
 _PICKLE_PROPS = Chem.PropertyPickleOptions.AllProps
@@ -93,7 +111,7 @@ class EmbedResult:
     mol_binary: bytes | None = field(default=None, repr=False)
     n_conformers: int = 0
     seconds: float = 0.0
-    messages: tuple[str, ...] = ()  # log lines about this molecule (see batch.collect_logs)
+    messages: tuple[str, ...] = ()  # log lines about this molecule (see collect_logs)
 
     @property
     def ok(self) -> bool:
@@ -201,3 +219,104 @@ def conformer_records(mol: Chem.Mol, name: str = "") -> str:
         writer.write(work, confId=conf.GetId())
     writer.close()
     return buf.getvalue()
+
+
+# ------------------------------------------ one input record: its log lines, its failure
+
+
+class _Collector(logging.Handler):
+    """Keeps the messages logged while one molecule is embedded."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().strip()
+        if record.name == "py.warnings":
+            # "path:line: Category: message\n  source line" -> "Category: message"
+            first = text.splitlines()[0] if text else ""
+            parts = first.split(": ", 1)
+            text = parts[1] if len(parts) == 2 else first
+        else:
+            text = "RDKit: " + " ".join(_RDKIT_TIME.sub("", text).split())
+        if not self.lines or self.lines[-1] != text[:500]:  # RDKit often says it twice
+            self.lines.append(text[:500])
+
+
+_collector: _Collector | None = None
+_RDKIT_TIME = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
+
+
+def collect_logs() -> Callable[[], None]:
+    """Keep RDKit's log and Python warnings of this process with each :func:`embed_record` result.
+
+    RDKit logs to Python's ``logging`` (``rdBase.LogToPythonLogger``) and warnings go to
+    logging (``logging.captureWarnings``); both are kept per molecule in
+    :attr:`EmbedResult.messages` instead of being printed as they come, so lines from
+    worker processes neither interleave with the caller's nor lose their molecule.
+
+    Returns:
+        A function undoing it: warnings printed again, the ``rdkit`` logger's handlers back
+        (RDKit keeps logging through Python, to stderr as RDKit does in Jupyter).
+    """
+    global _collector
+    if _collector is not None:
+        return lambda: None
+    rdBase.LogToPythonLogger()
+    logging.captureWarnings(True)
+    collector = _collector = _Collector()
+    saved = []
+    for name in ("rdkit", "py.warnings"):
+        logger = logging.getLogger(name)
+        saved.append((logger, list(logger.handlers), logger.level, logger.propagate))
+        for handler in list(logger.handlers):  # rdkit's own handler prints to stderr
+            logger.removeHandler(handler)
+        logger.addHandler(collector)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+    def restore() -> None:
+        global _collector
+        logging.captureWarnings(False)
+        for logger, handlers, level, propagate in saved:
+            logger.removeHandler(collector)
+            for handler in handlers:
+                logger.addHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+        _collector = None
+
+    return restore
+
+
+def embed_record(record: InputRecord, options: EmbedOptions) -> EmbedResult:
+    """:func:`embed_one` for a record; a failure's reason names where the record is (and
+    RDKit's first message about it); the lines logged meanwhile are kept with the result."""
+    if record.item is None:
+        problem = f"InvalidInputError: {record.problem}"
+        return EmbedResult(record.index, record.name, "failed", problem)
+    if _collector is not None:
+        _collector.lines = []
+    result = embed_one(record.item, record.name, record.index, options)
+    messages = tuple(_collector.lines) if _collector is not None else ()
+    if not result.ok:
+        where = [record.where] if record.where else []
+        where += [m for m in messages if m.startswith("RDKit: ")][:1]
+        if where:
+            result = replace(result, error=f"{result.error} ({'; '.join(where)})")
+    if messages:
+        result = replace(result, messages=messages)
+    return result
+
+
+def crashed_result(record: InputRecord) -> EmbedResult:
+    """The result of a record whose worker process died while embedding it (twice)."""
+    where = f" ({record.where})" if record.where else ""
+    return EmbedResult(
+        record.index,
+        record.name,
+        "failed",
+        "EmbeddingFailedError: the worker process embedding this molecule died (killed by a "
+        f"signal or crashed in native code), also when retried alone{where}",
+    )

@@ -93,7 +93,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatc
     embed_file(src, full, opts, progress=False)
 
     part = tmp_path / "part.sdf.gz"
-    real_work = batch._work
+    real_work = batch.embed_record
 
     def dying(record, options):
         if record.index == 4:
@@ -101,7 +101,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatc
         return real_work(record, options)
 
     monkeypatch.setattr(batch, "_CHECKPOINT_EVERY", 2)
-    monkeypatch.setattr(batch, "_work", dying)
+    monkeypatch.setattr(batch, "embed_record", dying)
     with pytest.raises(KeyboardInterrupt):
         embed_file(src, part, opts, progress=False)
     state = json.loads((tmp_path / "part.sdf.gz.progress.json").read_text())
@@ -111,7 +111,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatc
         fh.write(b"\x1f\x8b half a gzip member")
     with open(tmp_path / "part.sdf.gz.errors.tsv", "a") as fh:
         fh.write("junk\tafter the checkpoint\n")
-    monkeypatch.setattr(batch, "_work", real_work)
+    monkeypatch.setattr(batch, "embed_record", real_work)
     summary = embed_file(src, part, opts, resume=True, progress=False)
     assert summary.resumed_from == 4 and summary.done == len(SMILES)
     assert summary.conformers == 2 * 5  # both sittings' records, once each
@@ -128,16 +128,16 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatc
 def test_resume_refuses_other_options(tmp_path, monkeypatch, capsys):
     src = _write_smi(tmp_path / "in.smi")
     out = tmp_path / "o.sdf"
-    real_work = batch._work
+    real_work = batch.embed_record
 
     def dying(record, options):
         if record.index == 2:
             raise KeyboardInterrupt
         return real_work(record, options)
 
-    monkeypatch.setattr(batch, "_work", dying)
+    monkeypatch.setattr(batch, "embed_record", dying)
     assert main(["embed", str(src), str(out), "-n", "2", "--progress", "off"]) == 130
-    monkeypatch.setattr(batch, "_work", real_work)
+    monkeypatch.setattr(batch, "embed_record", real_work)
     code = main(["embed", str(src), str(out), "-n", "3", "--resume", "--progress", "off"])
     assert code == 2
     assert "cannot resume: options differs" in capsys.readouterr().err

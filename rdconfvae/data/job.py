@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 from rdkit import rdBase
 
-from rdconfvae import batch
-from rdconfvae.batch import write_json_atomic
+from rdconfvae import process_map
 from rdconfvae.data.readers import read_sdf_ensembles
 from rdconfvae.data.recipe import MoleculeResult, build_one
 from rdconfvae.data.recipe_options import ENERGY_PROP, STAT_KEYS, WEIGHT_PROP, BuildOptions
@@ -40,6 +39,8 @@ from rdconfvae.errors import (
     InvalidInputError,
 )
 from rdconfvae.hashing import sha256_file
+from rdconfvae.inputs import count_records, read_molecules
+from rdconfvae.resumable_output import ResumableOutput, write_json_atomic
 
 __all__ = [
     "build_file",
@@ -70,9 +71,9 @@ def _init_worker(parent: int) -> None:
 def ordered_map(
     fn: Callable[..., Any], items: Iterable[Any], workers: int, *args: Any
 ) -> Iterator[Any]:
-    """:func:`rdconfvae.batch.ordered_map` with the builder's worker start-up: RDKit quiet,
+    """:func:`rdconfvae.process_map.ordered_map` with the builder's worker start-up: RDKit quiet,
     no model loaded, the worker ends with its parent."""
-    return batch.ordered_map(
+    return process_map.ordered_map(
         fn, items, workers, *args, initializer=_init_worker, initargs=(os.getpid(),)
     )
 
@@ -149,7 +150,7 @@ def build_file(
 
     Input: ``.smi`` (``SMILES name`` per line, ``#`` comments), ``.csv`` (``smiles`` and
     optional ``name`` columns) or ``.sdf[.gz]`` (graph and stereo of each record), read by
-    :func:`rdconfvae.batch.read_molecules`; record indices count from 0 in file order.
+    :func:`rdconfvae.inputs.read_molecules`; record indices count from 0 in file order.
 
     Args:
         input_path: the molecules.
@@ -176,8 +177,6 @@ def build_file(
         ImportError: ``options.xtb`` without tblite.
     """
     from tqdm.auto import tqdm
-
-    from rdconfvae.batch import count_records, read_molecules
 
     options = options or BuildOptions()
     src, out = Path(input_path), Path(output_path)
@@ -255,7 +254,7 @@ def build_file(
                     yield rec
                 k += 1
 
-        sink = batch.ResumableOutput(
+        sink = ResumableOutput(
             out, errors, state["out_offset"], state["err_offset"], error=DataError
         )
         if already == 0:
