@@ -11,7 +11,7 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom, rdMolAlign
 
-from rdconfvae import metrics
+from rdconfvae import metrics, validity
 
 DRUGS = {
     "ibuprofen": "CC(C)Cc1ccc([C@@H](C)C(=O)O)cc1",
@@ -254,7 +254,7 @@ def test_posebusters_checks_agree_with_posebusters(smiles):
     table = PoseBusters(config="mol").bust(singles, None, None, full_report=False)
     assert len(table.columns) == 12
     for cid, (_, row) in zip(ids, table.iterrows(), strict=True):
-        want = {str(k): metrics._truthy(v) for k, v in row.items()}
+        want = {str(k): validity._truthy(v) for k, v in row.items()}
         assert fast[cid]["checks"] == want, cid
     for cid in (0, 1):
         assert fast[cid]["pass_all"] and fast[cid]["stereo"] and fast[cid]["inchi_matches_input"]
