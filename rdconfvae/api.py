@@ -50,7 +50,7 @@ def _dispatch(mol: Chem.Mol, n: int, opts: EmbedParameters) -> list[int]:
         if opts.fallback != "etkdg":
             raise
         reason = str(exc)
-    return embed_etkdg(mol, n, opts, mmff, reason, deadline)
+    return embed_etkdg(mol, n, opts, mmff, reason, deadline=deadline)
 
 
 def embed(

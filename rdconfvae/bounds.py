@@ -249,8 +249,6 @@ def bounds_refine(
     t4 = torch.from_numpy(gate.tetra4)
     ci = torch.from_numpy(np.asarray(chiral_idx, dtype=np.int64).reshape(-1, 4))
     cs = torch.as_tensor(np.asarray(chiral_sign, dtype=np.float64))
-    if cs.dim() == 1:
-        cs = cs.expand(k_confs, -1)
     m = torch.zeros_like(x)
     v = torch.zeros_like(x)
     b1, b2 = 0.9, 0.999
@@ -259,14 +257,14 @@ def bounds_refine(
     # lower bound, found again from all pairs every _REFRESH_EVERY steps and before stopping
     bounded = torch.isfinite(upper)
     slack = torch.where(bounded, _BONDED_SLACK, _REPAIR_SLACK).to(x.dtype)
-    near: torch.Tensor | None = None
-    step = 0
-    while step < steps:
-        step += 1
+    near = _near_pairs(x, pi, pj, lower, bounded)
+    taken = 1  # the step whose coordinates ``near`` was found from
+    step = 1
+    while step <= steps:
         if deadline is not None and step % _DEADLINE_EVERY == 0:
             deadline.check("geometry repair")
-        if near is None or step % _REFRESH_EVERY == 0:
-            near = _near_pairs(x, pi, pj, lower, bounded)
+        if step % _REFRESH_EVERY == 0 and taken != step:
+            near, taken = _near_pairs(x, pi, pj, lower, bounded), step
         with torch.no_grad():
             si, sj = pi[near], pj[near]
             diff = x[:, si] - x[:, sj]  # (K, P', 3)
@@ -276,11 +274,9 @@ def bounds_refine(
         hinge, hinge_grad = _hinges(x, ci, cs, t4)
         active = outside | (hinge > 1e-6)
         if not bool(active.any()):
-            full = _near_pairs(x, pi, pj, lower, bounded)
-            if torch.equal(full, near) or not _violated(x, pi, pj, lower, upper, slack, full):
+            if taken == step:  # nothing outside its bounds on a list just taken from all pairs
                 break
-            near = full  # a pair outside the list came near: go on with all of them
-            step -= 1
+            near, taken = _near_pairs(x, pi, pj, lower, bounded), step  # judge this step again
             continue
         with torch.no_grad():
             # d/dx_i of relu(l - d)^2 + relu(d - u)^2 = 2 (high - low) (x_i - x_j) / d
@@ -297,6 +293,7 @@ def bounds_refine(
             mh = m[a] / (1 - b1**step)
             vh = v[a] / (1 - b2**step)
             x[a] = x[a] - lr * mh / (vh.sqrt() + 1e-8)
+        step += 1
     return x.numpy()
 
 
@@ -313,22 +310,6 @@ def _near_pairs(
         d = (x[:, pi] - x[:, pj]).pow(2).sum(-1).sqrt()
         close = (d < lower + _NEAR).any(0)
     return (close | bounded).nonzero().squeeze(-1)
-
-
-def _violated(
-    x: torch.Tensor,
-    pi: torch.Tensor,
-    pj: torch.Tensor,
-    lower: torch.Tensor,
-    upper: torch.Tensor,
-    slack: torch.Tensor,
-    idx: torch.Tensor,
-) -> bool:
-    """Whether any pair of ``idx`` is more than its ``slack`` outside its bounds."""
-    with torch.no_grad():
-        d = (x[:, pi[idx]] - x[:, pj[idx]]).pow(2).sum(-1).sqrt()
-        out = torch.maximum(lower[idx] - d, d - upper[idx])
-    return bool((out > slack[idx]).any())
 
 
 def _hinges(

@@ -125,11 +125,11 @@ class _Job:
     """One molecule's embedding: the prepared inputs and the stages that make conformers."""
 
     def __init__(
-        self, mol: Chem.Mol, opts: EmbedParameters, mmff: bool, deadline: Deadline | None = None
+        self, mol: Chem.Mol, opts: EmbedParameters, mmff: bool, deadline: Deadline
     ) -> None:
         self.opts = opts
         self.mmff = mmff
-        self.deadline = deadline or Deadline(float(opts.timeout) if opts.timeout else None)
+        self.deadline = deadline
         self.work = Chem.Mol(mol)
         try:
             Chem.SanitizeMol(self.work)
@@ -438,12 +438,12 @@ class _Job:
 
 
 def generate(
-    mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool, deadline: Deadline | None = None
+    mol: Chem.Mol, n: int, opts: EmbedParameters, mmff: bool, deadline: Deadline
 ) -> list[int]:
     """Generate ``n`` conformers and attach them to ``mol``; return their ids.
 
-    ``deadline``: the molecule's time limit when the caller started it (default: from
-    ``opts.timeout``, now). Raises on any failure with ``mol`` untouched.
+    ``deadline``: the molecule's time limit (``opts.timeout``), started by the caller.
+    Raises on any failure with ``mol`` untouched.
     """
     validate_mol(mol)
     if int(n) <= 0:

@@ -61,15 +61,15 @@ def embed_etkdg(
     opts: EmbedParameters,
     mmff: bool,
     reason: str = "",
-    deadline: Deadline | None = None,
+    *,
+    deadline: Deadline,
 ) -> list[int]:
     """RDKit ETKDGv3 on a copy (hydrogens added when missing), then attached to ``mol``.
 
     Warns (:class:`FallbackWarning`) once per molecule, naming it and ``reason``.
-    ``deadline``: the molecule's time limit, started by the caller (default: from
-    ``opts.timeout``, now); RDKit gets 80 % of the seconds left of it (RDKit checks its
-    limit between its own stages, so it overruns) and the MMFF minimisation checks it
-    between conformers."""
+    ``deadline``: the molecule's time limit (``opts.timeout``), started by the caller; RDKit
+    gets 80 % of the seconds left of it (it checks its limit between its own stages, so it
+    overruns) and the MMFF minimisation checks it between conformers."""
     warnings.warn(
         f"{describe(mol)}: outside the ConfVAE domain ({reason or 'unsupported'}); embedded "
         f"with RDKit ETKDGv3 instead (conformer property {GENERATOR_PROP}='etkdg')",
@@ -85,8 +85,6 @@ def embed_etkdg(
     params.numThreads = int(opts.numThreads or 0)  # type: ignore[assignment]
     params.pruneRmsThresh = float(opts.pruneRmsThresh or -1.0)  # type: ignore[assignment]
     params.enforceChirality = bool(opts.enforceChirality)  # type: ignore[assignment]
-    if deadline is None:
-        deadline = Deadline(float(opts.timeout) if opts.timeout else None)
     left = deadline.remaining()
     if left is not None:
         deadline.check("the ETKDGv3 fallback")
