@@ -26,12 +26,15 @@ gzip file, which every gzip reader accepts), so it can be cut at a member bounda
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,6 +74,32 @@ _CHECKPOINT_SECONDS = 10.0
 _PROGRESS_FORMAT = 1
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them to the old handlers.
+
+    Wraps the writing of one result, so that Ctrl-C or a batch system's SIGTERM never lands in
+    the middle of a record (which would leave only the previous checkpoint to resume from).
+    Python runs signal handlers only in the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old = signal.getsignal(sig)
+        if old is not None:  # None: a handler not set from Python, which cannot be restored
+            held[sig] = signal.signal(sig, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, old in held.items():
+            signal.signal(sig, old)
+        if caught:
+            signal.raise_signal(caught[0])  # the old handler runs now, between two records
 
 
 def _progress_path(out: Path) -> Path:
@@ -225,12 +254,13 @@ def embed_file(
                 log.log(level, "%s: %s", result.name, line)
             n_messages += len(result.messages)
             n_with += bool(result.messages)
-            consistent = False
-            sink.write(result)
-            state["done"] += 1
-            state["ok" if result.ok else "failed"] += 1
-            state["conformers"] += result.n_conformers if result.ok else 0
-            consistent = True
+            with _signals_held():
+                consistent = False
+                sink.write(result)
+                state["done"] += 1
+                state["ok" if result.ok else "failed"] += 1
+                state["conformers"] += result.n_conformers if result.ok else 0
+                consistent = True
             bar.update(1)
             if (
                 state["done"] % _CHECKPOINT_EVERY == 0

@@ -125,6 +125,34 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatc
     assert errors == ["broken\tInvalidInputError: invalid SMILES 'not_a_smiles' (in.smi line 3)"]
 
 
+def test_a_signal_during_a_write_waits_for_the_record_to_be_written(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) landing in the middle of writing a record is held until the
+    record is whole, so the checkpoint keeps it instead of falling back to an older one."""
+    import signal
+
+    src = _write_smi(tmp_path / "in.smi")
+    opts = EmbedOptions(n=1, seed=3, polish_iters=0)
+    out = tmp_path / "o.sdf"
+    real_write = batch.ResumableOutput.write_record
+    calls = []
+
+    def interrupted_write(self, text):
+        calls.append(1)
+        half = len(text) // 2
+        real_write(self, text[:half])
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)  # Python's handler: KeyboardInterrupt
+        real_write(self, text[half:])
+
+    monkeypatch.setattr(batch.ResumableOutput, "write_record", interrupted_write)
+    with pytest.raises(KeyboardInterrupt):
+        embed_file(src, out, opts, progress=False)
+    state = json.loads((tmp_path / "o.sdf.progress.json").read_text())
+    assert state["done"] == 2 and state["out_offset"] == out.stat().st_size
+    assert [m.GetProp("_Name") for m in _records(out)] == [n for _, n in SMILES[:2]]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_resume_refuses_other_options(tmp_path, monkeypatch, capsys):
     src = _write_smi(tmp_path / "in.smi")
     out = tmp_path / "o.sdf"
