@@ -33,6 +33,10 @@ STAGES = {
     "MMFF polish (torch)": ("rdconfvae/refine.py", "mmff_polish_torch"),
     "  torch: term lists from RDKit": ("rdconfvae/refine.py", "mmff_terms"),
     "  torch: batched L-BFGS": ("rdconfvae/forcefield.py", "minimize"),
+    "geometry gate: bounds set-up": ("rdconfvae/bounds.py", "for_mol"),
+    "geometry gate: check": ("rdconfvae/bounds.py", "failures"),
+    "geometry gate: repair": ("rdconfvae/bounds.py", "bounds_refine"),
+    "  repair + second polish (default output)": ("rdconfvae/engine.py", "_repair_and_polish"),
     "stereo check after the polish": ("rdconfvae/stereo.py", "declared_stereo_broken"),
     "attach to the molecule": ("rdconfvae/attach.py", "attach"),
 }

@@ -63,13 +63,6 @@ __all__ = ["generate", "Batch"]
 log = logging.getLogger(__name__)
 
 
-def _signed_volumes(xyz: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """(K, T) signed volumes (n1 - c) . ((n2 - c) x (n3 - c)), Angstrom^3."""
-    c = xyz[:, idx[:, 0]]
-    a, b, d = (xyz[:, idx[:, m]] - c for m in (1, 2, 3))
-    return (a * np.cross(b, d)).sum(-1)
-
-
 @contextmanager
 def _torch_threads(n: int) -> Iterator[None]:
     old = torch.get_num_threads()
@@ -288,10 +281,9 @@ class _Job:
         if repair and self.anchor is None and bad.any():
             self.deadline.check("geometry check")
             idx = np.flatnonzero(bad)
-            sign = np.sign(
-                _signed_volumes(xyz[idx], gate.tetra) if len(gate.tetra) else np.zeros((0,))
+            fixed = bounds_refine(
+                xyz[idx], gate, gate.tetra, gate.hands(xyz[idx]), deadline=self.deadline
             )
-            fixed = bounds_refine(xyz[idx], gate, gate.tetra, sign, deadline=self.deadline)
             xyz[idx] = fixed
             bad[idx] = gate.failures(fixed)
         return ~bad

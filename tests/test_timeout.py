@@ -48,18 +48,12 @@ def _distorted(mol: Chem.Mol, noise: float, seed: int) -> np.ndarray:
     return xyz + np.random.default_rng(seed).normal(scale=noise, size=xyz.shape)
 
 
-def _signs(xyz: np.ndarray, tetra: np.ndarray) -> np.ndarray:
-    c = xyz[:, tetra[:, 0]]
-    a, b, d = (xyz[:, tetra[:, m]] - c for m in (1, 2, 3))
-    return np.sign((a * np.cross(b, d)).sum(-1))
-
-
 def test_geometry_repair_stops_at_the_time_limit():
     mol = _etkdg(MACROCYCLE, 4)
     gate = GeometryGate.for_mol(mol)
     xyz = _distorted(mol, 0.3, seed=1)
     assert gate.failures(xyz).all()
-    sign = _signs(np.stack([c.GetPositions() for c in mol.GetConformers()]), gate.tetra)
+    sign = gate.hands(np.stack([c.GetPositions() for c in mol.GetConformers()]))
     with pytest.raises(EmbeddingTimeoutError, match="geometry repair"):
         bounds_refine(xyz, gate, gate.tetra, sign, deadline=_expired())
 
@@ -70,12 +64,40 @@ def test_geometry_repair_brings_every_pair_into_its_bounds():
     mol = _etkdg(MACROCYCLE, 6)
     gate = GeometryGate.for_mol(mol)
     start = np.stack([c.GetPositions() for c in mol.GetConformers()])
-    sign = _signs(start, gate.tetra)
+    sign = gate.hands(start)
     xyz = _distorted(mol, 0.3, seed=2)
     assert gate.failures(xyz).all()
     fixed = bounds_refine(xyz, gate, gate.tetra, sign)
     assert not gate.failures(fixed).any()
-    assert np.array_equal(_signs(fixed, gate.tetra), sign)
+    assert np.array_equal(gate.hands(fixed), sign)
+
+
+def test_a_centre_pushed_through_a_face_is_repaired_back_with_its_own_hand():
+    """A four-neighbour centre moved outside its neighbours' tetrahedron has, seen from
+    itself, the other sign; the repair keeps the hand of the neighbours' arrangement and
+    brings the centre back inside (it used to keep the outside, and fail)."""
+    mol = _etkdg("C[C@@](F)(Cl)CC", 2)
+    gate = GeometryGate.for_mol(mol)
+    start = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    row = int(np.flatnonzero(gate.tetra[:, 0] == 1)[0])
+    nbrs = gate.tetra4[gate.tetra4[:, 0] == 1, 1:][0]
+    far = start[:, nbrs[3]]
+    face = start[:, nbrs[:3]].mean(axis=1)  # the face opposite the fourth neighbour
+    pushed = start.copy()
+    pushed[:, 1] = face + 0.4 * (face - far) / np.linalg.norm(face - far, axis=-1)[:, None]
+    c = pushed[:, gate.tetra[row, 0]]
+    own = np.sign(
+        np.einsum(
+            "kx,kx->k",
+            pushed[:, gate.tetra[row, 1]] - c,
+            np.cross(pushed[:, gate.tetra[row, 2]] - c, pushed[:, gate.tetra[row, 3]] - c),
+        )
+    )
+    assert gate.failures(pushed).all() and (own != gate.hands(start)[:, row]).all()
+    assert np.array_equal(gate.hands(pushed), gate.hands(start))
+    fixed = bounds_refine(pushed, gate, gate.tetra, gate.hands(pushed))
+    assert not gate.failures(fixed).any()
+    assert np.array_equal(gate.hands(fixed), gate.hands(start))
 
 
 def test_force_field_stages_stop_at_the_time_limit_before_changing_a_conformer():
