@@ -114,7 +114,10 @@ def test_resumed_run_matches_an_uninterrupted_one(train_sdf, tmp_path, monkeypat
 
     straight, split, mid = tmp_path / "straight", tmp_path / "split", tmp_path / "mid"
     base = ["--preset", "tiny", "--data", str(train_sdf)]
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
     assert train_main([*base, "--out", str(straight), "--max-epochs", "2"]) == 0
+    # the stop-on-signal handlers are training's own: the caller's come back afterwards
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers
     assert train_main([*base, "--out", str(split), "--max-epochs", "1"]) == 0
     assert train_main([*base, "--out", str(split), "--max-epochs", "2", "--resume"]) == 0
 

@@ -383,7 +383,8 @@ def train(
     """Train (or resume) a model; returns the final metrics. See :mod:`rdconfvae.train`.
 
     ``export_only`` skips training and exports ``OUT/best.ckpt`` (e.g. after a run was
-    stopped). SIGTERM / SIGINT stop training cleanly: checkpoint, then export.
+    stopped). SIGTERM / SIGINT stop training cleanly: checkpoint, then export; the
+    handlers that were there before are restored when training ends.
     ``export_dir`` may not be the installed package's shipped weights unless
     ``overwrite_shipped`` (checked before training starts).
     """
@@ -400,10 +401,16 @@ def train(
     if resume or export_only:
         sitting.resume()
     deadline = t_start + max_hours * 3600 if max_hours > 0 else math.inf
+    previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, sitting.request_stop)
-    stopped_early = sitting.run(train_ex, val_ex, deadline)
+            previous[sig] = signal.signal(sig, sitting.request_stop)
+    try:
+        stopped_early = sitting.run(train_ex, val_ex, deadline)
+    finally:  # the caller's handlers back (a notebook's Ctrl-C, a test process's)
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
     state = sitting.state
     finished = (
