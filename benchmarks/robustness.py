@@ -33,6 +33,8 @@ Usage (from the project root; the full ``embed`` part takes about an hour on 2 b
     .venv/bin/python benchmarks/robustness.py stream
     .venv/bin/python benchmarks/robustness.py badfiles
     .venv/bin/python benchmarks/robustness.py embed --limit 300 --out /tmp/rob   # a quick try
+    nice -n 10 .venv/bin/python benchmarks/robustness.py embed --workers 2 --timeout 30 --resume
+        # continues a stopped run (a STOP file, a kill, the end of a sitting) after its last row
 """
 
 from __future__ import annotations
@@ -124,6 +126,21 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _sitting(meta: dict) -> dict:
+    """One earlier sitting's own figures, from its ``embed_run.json`` (totals minus the
+    sittings before it)."""
+    prior = meta.get("sittings", [])
+    cpu = meta.get("cpu_s", {})
+    return {
+        "done": meta.get("done", 0) - sum(x["done"] for x in prior),
+        "wall_s": round(meta.get("wall_s", 0.0) - sum(x["wall_s"] for x in prior), 1),
+        "cpu_main_s": round(cpu.get("main", 0.0) - sum(x["cpu_main_s"] for x in prior), 1),
+        "cpu_workers_s": round(cpu.get("workers", 0.0) - sum(x["cpu_workers_s"] for x in prior), 1),
+        "peak_rss_mb": meta.get("peak_rss_mb", {}),
+        "finished": meta.get("finished"),
+    }
+
+
 def run_embed(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -138,6 +155,22 @@ def run_embed(args: argparse.Namespace) -> int:
     inputs = load_inputs(args.limit, tuple(args.sets))
     records = [InputRecord(i, f"{src}/{name}", smi) for i, (src, name, smi) in enumerate(inputs)]
     options = EmbedOptions(n=args.n, timeout=args.timeout, seed=0)
+    outcomes = out / "embed_outcomes.tsv"
+    earlier: dict = {}
+    kept = b""
+    if args.resume and outcomes.exists():
+        earlier = json.loads((out / "embed_run.json").read_text())
+        if earlier.get("options", {}).get("n") != args.n or earlier.get("sets") != args.sets:
+            raise SystemExit(f"cannot resume {out}: it was run with other -n or --sets")
+        data = outcomes.read_bytes()
+        kept = data[: data.rfind(b"\n") + 1]  # whole rows only (a kill may cut the last)
+        done_before = kept.count(b"\n") - 1  # the header
+        names = [ln.split(b"\t")[1].decode() for ln in kept.splitlines()[1:]]
+        want = [r.name.split("/", 1)[1] for r in records[:done_before]]
+        if names != want:
+            raise SystemExit(f"cannot resume {out}: its rows are not this input's first ones")
+        records = records[done_before:]
+        print(f"resuming after {done_before} molecules", file=sys.stderr)
     print(f"{len(records)} molecules, {options}", file=sys.stderr)
     meta = {
         "command": " ".join(["benchmarks/robustness.py", *sys.argv[1:]]),
@@ -148,9 +181,20 @@ def run_embed(args: argparse.Namespace) -> int:
             "default output": "polish (the package default)",
             "seed": 0,
         },
-        "input_molecules": len(records),
+        "input_molecules": len(records) + max(0, kept.count(b"\n") - 1),
         "sets": args.sets,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    if earlier:  # totals over the sittings: each sitting's own figures are kept in the list
+        meta["started"] = earlier.get("started", meta["started"])
+        meta["sittings"] = [*earlier.get("sittings", []), _sitting(earlier)]
+    before = {
+        "done": sum(x["done"] for x in meta.get("sittings", [])),
+        "wall_s": sum(x["wall_s"] for x in meta.get("sittings", [])),
+        "main": sum(x["cpu_main_s"] for x in meta.get("sittings", [])),
+        "workers": sum(x["cpu_workers_s"] for x in meta.get("sittings", [])),
+        "rss_main": [x["peak_rss_mb"].get("main", 0) for x in meta.get("sittings", [])],
+        "rss_worker": [x["peak_rss_mb"].get("largest_worker", 0) for x in meta.get("sittings", [])],
     }
     progress = {"done": 0, "last": time.monotonic(), "t0": time.monotonic()}
     usage: dict[int, tuple[float, float]] = {}  # worker pid -> (cpu s, peak rss MB)
@@ -164,15 +208,17 @@ def run_embed(args: argparse.Namespace) -> int:
         loads = meta.setdefault("load_average_samples", [])
         loads.append(round(os.getloadavg()[0], 2))
         meta.update(
-            done=progress["done"],
-            wall_s=round(time.monotonic() - progress["t0"], 1),
+            done=before["done"] + progress["done"],
+            wall_s=round(before["wall_s"] + time.monotonic() - progress["t0"], 1),
             cpu_s={
-                "main": round(main_cpu, 1),
-                "workers": round(sum(c for c, _ in usage.values()), 1),
+                "main": round(before["main"] + main_cpu, 1),
+                "workers": round(before["workers"] + sum(c for c, _ in usage.values()), 1),
             },
-            peak_rss_mb={
-                "main": round(_maxrss_mb(resource.RUSAGE_SELF)),
-                "largest_worker": round(max((r for _, r in usage.values()), default=0.0)),
+            peak_rss_mb={  # the largest of every sitting
+                "main": round(max([_maxrss_mb(resource.RUSAGE_SELF), *before["rss_main"]])),
+                "largest_worker": round(
+                    max([*(r for _, r in usage.values()), *before["rss_worker"]], default=0.0)
+                ),
             },
             workers_seen=len(usage),
         )
@@ -197,8 +243,11 @@ def run_embed(args: argparse.Namespace) -> int:
 
     threading.Thread(target=watchdog, daemon=True).start()
     stopped = False
-    with open(out / "embed_outcomes.tsv", "w", encoding="utf-8") as fh:
-        fh.write("source\tname\toutcome\terror_type\tseconds\tconformers\tgenerator\terror\n")
+    with open(outcomes, "w", encoding="utf-8") as fh:
+        if kept:
+            fh.write(kept.decode("utf-8"))
+        else:
+            fh.write("source\tname\toutcome\terror_type\tseconds\tconformers\tgenerator\terror\n")
         for res in ordered_map(embed_record, records, args.workers, options):
             progress["done"] += 1
             progress["last"] = time.monotonic()
@@ -749,6 +798,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="the first N molecules of the shuffled large sets",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out after its last whole row (same -n and --sets)",
     )
     p = sub.add_parser("stream", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--workers", type=int, default=2)
