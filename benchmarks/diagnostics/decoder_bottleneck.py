@@ -34,7 +34,7 @@ from rdconfvae.geometry import heavy_with_confs
 from rdconfvae.metrics import heavy_atom_mol, min_rmsd_to_pose
 from rdconfvae.modelstore import load_model
 from rdconfvae.sampling import bounds_geometry, sample_chunk
-from rdconfvae.train import PRESETS, load_records
+from rdconfvae.train import PRESETS, checkpoint_selection, load_records
 
 
 class _Decoded:
@@ -68,9 +68,7 @@ def main() -> int:
     torch.set_num_threads(1)
     preset = PRESETS["default"]
     val = [r for r in load_records(args.data) if r.split == "val"]
-    chosen = set(
-        np.random.default_rng(preset.seed + 1).permutation(len(val))[: preset.val_molecules]
-    )
+    chosen = set(checkpoint_selection(len(val), preset))  # the trainer's, left out
     pool = [r for i, r in enumerate(val) if i not in chosen]
     order = np.random.default_rng(5).permutation(len(pool))
     model = load_model()

@@ -51,6 +51,7 @@ from rdconfvae.train import (
     Preset,
     batch_loss,
     check_exclusions,
+    checkpoint_selection,
     collate,
     featurize_records,
     load_records,
@@ -88,10 +89,7 @@ def load_sets(
     idx = np.random.default_rng(preset.seed).permutation(len(train_recs))[:train_molecules]
     train_ex, _ = featurize_records([train_recs[i] for i in sorted(idx)], preset.max_heavy_atoms)
     val = [r for r in records if r.split == "val"]
-    # the trainer's checkpoint-selection molecules (train.train: seed + 1, first val_molecules)
-    chosen = set(
-        np.random.default_rng(preset.seed + 1).permutation(len(val))[: preset.val_molecules]
-    )
+    chosen = set(checkpoint_selection(len(val), preset))  # the trainer's, left out
     pool = [r for i, r in enumerate(val) if i not in chosen]
     order = np.random.default_rng(5).permutation(len(pool))
     eval_ex: list[Example] = []

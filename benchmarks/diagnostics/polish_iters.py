@@ -31,15 +31,13 @@ def select(data: Path, per_bin: int, max_heavy: int = 70) -> list[tuple[str, obj
     from rdkit import Chem
     from rdkit.Chem import rdMolDescriptors
 
-    from rdconfvae.train import PRESETS, check_exclusions, load_records
+    from rdconfvae.train import PRESETS, check_exclusions, checkpoint_selection, load_records
 
     preset = PRESETS["default"]
     records = load_records(data)
     check_exclusions(records, names_are_ccd_codes=True)
     val = [r for r in records if r.split == "val"]
-    chosen = set(
-        np.random.default_rng(preset.seed + 1).permutation(len(val))[: preset.val_molecules]
-    )
+    chosen = set(checkpoint_selection(len(val), preset))  # the trainer's, left out
     pool = [r for i, r in enumerate(val) if i not in chosen]
     filled = dict.fromkeys(ROT_BINS, 0)
     out = []

@@ -13,6 +13,7 @@ import torch
 
 from rdconfvae import featurize as fz
 from rdconfvae.errors import DataError, RdConfVAEError
+from rdconfvae.train.presets import Preset
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,15 @@ def check_exclusions(records: list, names_are_ccd_codes: bool) -> None:
             f"{len(bad)} training molecules are on the evaluation exclusion list "
             f"(e.g. {', '.join(bad[:5])}); rebuild the set"
         )
+
+
+def checkpoint_selection(n_val: int, preset: Preset) -> list[int]:
+    """Indices (sorted) into the ``n_val`` validation records of the molecules that select
+    training checkpoints: the first ``preset.val_molecules`` of a permutation drawn with
+    ``preset.seed + 1``. The trainer uses these; a diagnostic that must not evaluate on them
+    leaves them out."""
+    perm = np.random.default_rng(preset.seed + 1).permutation(n_val)
+    return sorted(int(i) for i in perm[: preset.val_molecules])
 
 
 def featurize_records(records: list, max_heavy: int) -> tuple[list[Example], dict[str, int]]:

@@ -35,6 +35,7 @@ from rdconfvae.model import ConfVAE, default_config
 from rdconfvae.train.data import (
     Example,
     check_exclusions,
+    checkpoint_selection,
     data_hash,
     featurize_records,
     load_records,
@@ -127,8 +128,7 @@ def select_examples(data: Path, preset: Preset) -> tuple[list[Example], list[Exa
     if preset.max_train_molecules:
         idx = rng.permutation(len(train_recs))[: preset.max_train_molecules]
         train_recs = [train_recs[i] for i in sorted(idx)]
-    val_idx = np.random.default_rng(preset.seed + 1).permutation(len(val_recs))
-    val_recs = [val_recs[i] for i in sorted(val_idx[: preset.val_molecules])]
+    val_recs = [val_recs[i] for i in checkpoint_selection(len(val_recs), preset)]
     train_ex, skipped = featurize_records(train_recs, preset.max_heavy_atoms)
     val_ex, _ = featurize_records(val_recs, preset.max_heavy_atoms)
     if not train_ex or not val_ex:
