@@ -158,6 +158,7 @@ def run_embed(args: argparse.Namespace) -> int:
     outcomes = out / "embed_outcomes.tsv"
     earlier: dict = {}
     kept = b""
+    done_before = 0
     if args.resume and outcomes.exists():
         earlier = json.loads((out / "embed_run.json").read_text())
         if earlier.get("options", {}).get("n") != args.n or earlier.get("sets") != args.sets:
@@ -181,7 +182,7 @@ def run_embed(args: argparse.Namespace) -> int:
             "default output": "polish (the package default)",
             "seed": 0,
         },
-        "input_molecules": len(records) + max(0, kept.count(b"\n") - 1),
+        "input_molecules": done_before + len(records),
         "sets": args.sets,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
