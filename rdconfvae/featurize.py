@@ -101,11 +101,14 @@ class MolGraph:
         atom_feat: (N, ATOM_DIM) float32
         pair_feat: (P, PAIR_DIM) float32
         pair_i, pair_j: (P,) int64, i < j, row-major order over the upper triangle
-        chiral_idx: (C, 4) int64 -- centre followed by three neighbours (heavy atom order)
+        chiral_idx: (C, 5) int64 -- centre, three neighbours (heavy atom order) and the
+            fourth neighbour, or the centre again when it has three heavy neighbours: a
+            centre with four takes its hand from its neighbours' arrangement (the signed
+            volume seen from their centroid, :func:`rdconfvae.solver.signed_volumes`)
         chiral_sign: (C,) float32 -- required sign of the signed volume (see stereo.py)
         dbl_idx: (S, 4) int64 -- a, b, c, d of a stereo double bond b=c
         dbl_cis: (S,) float32 -- +1 when a and d must be cis, -1 when trans
-        free_chiral_idx: (U, 4) int64 -- like ``chiral_idx``, for the potential tetrahedral
+        free_chiral_idx: (U, 5) int64 -- like ``chiral_idx``, for the potential tetrahedral
             centres whose configuration is not given (sampled over both hands)
         free_dbl_idx: (V, 4) int64 -- like ``dbl_idx``, for the potential stereo double
             bonds whose configuration is not given (sampled over E and Z)
@@ -341,6 +344,12 @@ def _pair_features(
     return feat
 
 
+def _centre_row(centre: int, nbrs: list[int]) -> list[int]:
+    """(centre, n1, n2, n3, n4) of a tetrahedral centre; n4 is the centre again when it has
+    three heavy neighbours (its hydrogen is placed later)."""
+    return [centre, nbrs[0], nbrs[1], nbrs[2], nbrs[3] if len(nbrs) > 3 else centre]
+
+
 def _chiral_centres(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
     from rdconfvae.stereo import chiral_reference_sign  # RDKit-side, no model import
 
@@ -352,10 +361,10 @@ def _chiral_centres(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
         nbrs = [b.GetOtherAtomIdx(atom.GetIdx()) for b in atom.GetBonds()]
         if len(nbrs) < 3:
             continue
-        idx.append([atom.GetIdx(), nbrs[0], nbrs[1], nbrs[2]])
+        idx.append(_centre_row(atom.GetIdx(), nbrs))
         sign.append(chiral_reference_sign(tag, len(nbrs)))
     return (
-        np.asarray(idx, dtype=np.int64).reshape(-1, 4),
+        np.asarray(idx, dtype=np.int64).reshape(-1, 5),
         np.asarray(sign, dtype=np.float32),
     )
 
@@ -363,7 +372,8 @@ def _chiral_centres(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
 def _free_stereo(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
     """Potential stereo elements without a given configuration (RDKit's
     ``FindPotentialStereo``: unspecified or marked unknown): tetrahedral centres with at
-    least three heavy neighbours as (centre, n1, n2, n3), double bonds as (a, b, c, d)."""
+    least three heavy neighbours as (centre, n1, n2, n3, n4 or centre), double bonds as
+    (a, b, c, d)."""
     centres, bonds = [], []
     wanted = (Chem.StereoSpecified.Unspecified, Chem.StereoSpecified.Unknown)
     for info in Chem.FindPotentialStereo(mol, cleanIt=False):
@@ -373,7 +383,7 @@ def _free_stereo(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
             atom = mol.GetAtomWithIdx(info.centeredOn)
             nbrs = [b.GetOtherAtomIdx(atom.GetIdx()) for b in atom.GetBonds()]
             if len(nbrs) >= 3:
-                centres.append([atom.GetIdx(), nbrs[0], nbrs[1], nbrs[2]])
+                centres.append(_centre_row(atom.GetIdx(), nbrs))
         elif info.type == Chem.StereoType.Bond_Double:
             bond = mol.GetBondWithIdx(info.centeredOn)
             b, c = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
@@ -382,7 +392,7 @@ def _free_stereo(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
             if a and d:
                 bonds.append([a[0], b, c, d[0]])
     return (
-        np.asarray(centres, dtype=np.int64).reshape(-1, 4),
+        np.asarray(centres, dtype=np.int64).reshape(-1, 5),
         np.asarray(bonds, dtype=np.int64).reshape(-1, 4),
     )
 

@@ -108,7 +108,7 @@ def stereo_targets(
     ones (``graph.free_*``), each sample with its own configuration, so that unspecified
     centres and double bonds are sampled over both configurations.
 
-    Shapes: returns chiral_idx (C', 4), chiral_sign (C',) or (k, C'), dbl_idx (S', 4),
+    Shapes: returns chiral_idx (C', 5), chiral_sign (C',) or (k, C'), dbl_idx (S', 4),
     dbl_cis (S',) or (k, S').
     """
     u, v = graph.free_chiral_idx.shape[0], graph.free_dbl_idx.shape[0]

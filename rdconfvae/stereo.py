@@ -10,7 +10,9 @@ Sign convention (verified against RDKit-embedded conformers in
 tests/test_stereo.py): for a centre c with neighbours n1, n2, n3 taken in bond
 order, the volume (n1 - c) . ((n2 - c) x (n3 - c)) is positive for
 ``CHI_TETRAHEDRAL_CCW`` and negative for ``CHI_TETRAHEDRAL_CW``, with three or
-four neighbours alike.
+four neighbours alike. A centre with four heavy neighbours is seen from their centroid
+(:func:`rdconfvae.solver.signed_volumes`): its hand is their arrangement, wherever the
+centre itself sits.
 """
 
 from __future__ import annotations

@@ -54,9 +54,9 @@ def test_cis_trans_reading_ignores_and_keeps_the_global_depiction_setting():
 def test_chiral_centres_listed_with_their_sign():
     l_ala = _graph("N[C@@H](C)C(=O)O")
     d_ala = _graph("N[C@H](C)C(=O)O")
-    assert l_ala.chiral_idx.shape == (1, 4)
+    assert l_ala.chiral_idx.shape == (1, 5)
     assert float(l_ala.chiral_sign[0]) == -float(d_ala.chiral_sign[0])
-    assert _graph("NC(C)C(=O)O").chiral_idx.shape == (0, 4)
+    assert _graph("NC(C)C(=O)O").chiral_idx.shape == (0, 5)
 
 
 @pytest.mark.parametrize(
