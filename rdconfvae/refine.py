@@ -11,6 +11,7 @@ onto internal hydrogen bonds. ``dielectric="distance"`` is therefore the default
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -48,6 +49,9 @@ CONVERGED_PROP = "MMFF_CONVERGED"  # conformer property, bool
 #: molecules unconverged; converged conformers stop early, so a large cap costs
 #: only for the conformers that need it.
 DEFAULT_MAX_ITERS = 5000
+#: Conformers per thread between two checks of the time limit on RDKit's threaded
+#: minimisation (a drug-like conformer takes tens of ms, a macrolide's about a second).
+_THREADED_BLOCK = 2
 
 # RDKit's codes for SetMMFFDielectricModel (not exported as named constants).
 _DIEL_CONSTANT = 1
@@ -312,6 +316,15 @@ def mmff_polish_torch(mol: Chem.Mol, max_iters: int, *, variant: str = "MMFF94s"
     return True
 
 
+def _with_conformers(mol: Chem.Mol, conf_ids: Sequence[int]) -> Chem.Mol:
+    """A copy of ``mol`` holding only the conformers ``conf_ids`` (same ids)."""
+    sub = Chem.Mol(mol)
+    sub.RemoveAllConformers()
+    for cid in conf_ids:
+        sub.AddConformer(Chem.Conformer(mol.GetConformer(cid)), assignId=False)
+    return sub
+
+
 def mmff_minimize(
     mol: Chem.Mol,
     conf_ids: list[int] | None = None,
@@ -340,8 +353,9 @@ def mmff_minimize(
         num_threads: RDKit worker threads (0 = all cores).
         fixed: atom indices held in place (``ff.AddFixedPoint``; a coordMap's atoms);
             conformers are then minimised one after the other.
-        deadline: checked before each conformer when they are minimised one after the
-            other (:class:`EmbeddingTimeoutError`); RDKit's threaded path runs to its end.
+        deadline: checked before each conformer, or on RDKit's threaded path before each
+            block of :data:`_THREADED_BLOCK` conformers per thread
+            (:class:`EmbeddingTimeoutError`).
 
     Returns:
         One :class:`MinimizeResult` per conformer, or ``None`` when MMFF cannot
@@ -356,12 +370,26 @@ def mmff_minimize(
 
     results: list[MinimizeResult] = []
     if conf_ids is None and num_threads != 1 and not fixed:
+        # one force field (its terms from the first conformer) for every conformer, as RDKit
+        # does; with a deadline the conformers go in blocks of a few per thread, the time
+        # limit checked between blocks (each conformer is minimised on its own, so the
+        # result does not depend on the blocks)
         ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props, confId=ids[0])
-        out = rdForceFieldHelpers.OptimizeMoleculeConfs(
-            mol, ff, numThreads=num_threads, maxIters=max_iters
-        )
-        for cid, (not_conv, energy) in zip(ids, out, strict=True):
-            results.append(MinimizeResult(cid, float(energy), not_conv == 0))
+        threads = num_threads if num_threads > 0 else (os.cpu_count() or 1)
+        block = len(ids) if deadline is None else _THREADED_BLOCK * max(threads, 1)
+        for start in range(0, len(ids), block):
+            chunk = ids[start : start + block]
+            if deadline is not None:
+                deadline.check("MMFF")
+            sub = mol if len(chunk) == len(ids) else _with_conformers(mol, chunk)
+            out = rdForceFieldHelpers.OptimizeMoleculeConfs(
+                sub, ff, numThreads=num_threads, maxIters=max_iters
+            )
+            for cid, (not_conv, energy) in zip(chunk, out, strict=True):
+                results.append(MinimizeResult(cid, float(energy), not_conv == 0))
+            if sub is not mol:
+                for cid, conf in zip(chunk, sub.GetConformers(), strict=True):
+                    mol.GetConformer(cid).SetPositions(conf.GetPositions())
     else:
         for cid in ids:
             if deadline is not None:

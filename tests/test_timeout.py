@@ -111,6 +111,39 @@ def test_force_field_stages_stop_at_the_time_limit_before_changing_a_conformer()
     assert np.array_equal(before, after)
 
 
+class _ExpiresAfter(Deadline):
+    """A limit that passes after ``checks`` calls of :meth:`check` (no clock involved)."""
+
+    def __init__(self, checks: int) -> None:
+        super().__init__(1000.0)
+        self.left = checks
+
+    def check(self, stage: str) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise EmbeddingTimeoutError(f"timeout reached during {stage}")
+
+
+def test_threaded_minimisation_stops_between_blocks_with_the_same_result():
+    """RDKit's threaded MMFF path once ran all conformers to their end past the limit; it
+    now checks the limit between blocks of conformers, which changes no coordinate."""
+    mol = _etkdg("CC(C)Cc1ccc(cc1)[C@@H](C)C(=O)O", 9)
+    whole, blocked = Chem.Mol(mol), Chem.Mol(mol)
+    ref = mmff_minimize(whole, num_threads=2)
+    got = mmff_minimize(blocked, num_threads=2, deadline=Deadline(1000.0))
+    assert [r.energy for r in got] == [r.energy for r in ref]
+    for a, b in zip(whole.GetConformers(), blocked.GetConformers(), strict=True):
+        assert np.array_equal(a.GetPositions(), b.GetPositions())
+    stopped = Chem.Mol(mol)
+    with pytest.raises(EmbeddingTimeoutError, match="MMFF"):
+        mmff_minimize(stopped, num_threads=2, deadline=_ExpiresAfter(1))
+    moved = [
+        not np.array_equal(a.GetPositions(), b.GetPositions())
+        for a, b in zip(mol.GetConformers(), stopped.GetConformers(), strict=True)
+    ]
+    assert moved == [True] * 4 + [False] * 5  # one block of 2 per thread, then the limit
+
+
 def test_fallback_gets_only_the_time_left():
     """An out-of-domain molecule reaching the ETKDGv3 fallback with its limit spent times
     out there and keeps its conformers (the fallback once restarted the full limit)."""
