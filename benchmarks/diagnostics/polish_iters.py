@@ -1,7 +1,7 @@
 """How many MMFF polish steps the default output needs (issue 19), on CCD validation molecules.
 
     python benchmarks/diagnostics/polish_iters.py --data DIR_OR_NPZ [--per-bin 12] [-n 50]
-        [--iters 80,40,20,0] [--out benchmarks/diagnostics/polish_iters.json]
+        [--iters 80,40,20,0,mmff] [--out benchmarks/diagnostics/polish_iters.json]
 
 The polish (80 MMFF94s steps per conformer, RDKit) is two thirds of the default output's
 CPU. This embeds held-out CCD validation molecules (the validation split minus the 400
@@ -10,7 +10,8 @@ rule) with ``polishIters`` set to each value of ``--iters``, same seed, one thre
 reports per setting: CPU per conformer, the best heavy-atom RMSD to the CCD conformation
 (median, share below 1 A) and the share of conformers passing every PoseBusters molecule
 check (``rdconfvae.validity.posebusters_checks``, energy ratio included). ``0`` is the raw
-output. No benchmark molecule is used. ``--table`` prints the markdown of a saved run.
+output, ``mmff`` the MMFF94s minimisation to convergence (``mmff=True``). No benchmark
+molecule is used. ``--table`` prints the markdown of a saved run.
 """
 
 from __future__ import annotations
@@ -65,16 +66,19 @@ def run(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(1)
     mols = select(Path(args.data), args.per_bin)
-    iters = [int(x) for x in args.iters.split(",")]
+    iters = args.iters.split(",")
     rdconfvae.embed(Chem.MolFromSmiles("CCO"), n=2, seed=1)  # model load, not timed
-    rows: dict[int, list[dict]] = {k: [] for k in iters}
+    rows: dict[str, list[dict]] = {k: [] for k in iters}
     for code, ref, n_rot in mols:
         smiles = Chem.MolToSmiles(Chem.RemoveHs(ref))
         for k in iters:
             mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
             params = rdconfvae.EmbedParameters()
             params.randomSeed = args.seed
-            params.polishIters = k
+            if k == "mmff":  # minimisation to convergence (mmff=True) instead of a polish
+                params.mmff = True
+            else:
+                params.polishIters = int(k)
             t = time.process_time()
             try:
                 confs = rdconfvae.EmbedMultipleConfs(mol, args.n, params)
