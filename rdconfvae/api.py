@@ -21,7 +21,6 @@ from rdconfvae.deadline import Deadline
 from rdconfvae.engine import generate, validate_mol
 from rdconfvae.errors import (
     EmbeddingFailedError,
-    EmbeddingTimeoutError,
     InvalidInputError,
     RdConfVAEError,
     UnsupportedMoleculeError,
@@ -50,15 +49,7 @@ def _dispatch(mol: Chem.Mol, n: int, opts: EmbedParameters) -> list[int]:
     except UnsupportedMoleculeError as exc:
         if opts.fallback != "etkdg":
             raise
-        reason = f"outside the ConfVAE domain ({exc})"
-    except EmbeddingTimeoutError:
-        raise  # the time is spent: nothing left for a fallback
-    except EmbeddingFailedError as exc:
-        # in the domain, but none of the model's conformers passed the checks (a cage the
-        # model has not learned, or stereo that cannot exist: then ETKDGv3 finds none too)
-        if opts.fallback != "etkdg":
-            raise
-        reason = f"ConfVAE: {exc}"
+        reason = str(exc)
     return embed_etkdg(mol, n, opts, mmff, reason, deadline=deadline)
 
 
@@ -99,11 +90,9 @@ def embed(
         num_threads: worker threads (0: all cores).
         timeout: seconds per molecule; :class:`EmbeddingTimeoutError` when exceeded.
         fallback: ``"raise"`` (default): out-of-domain molecules raise
-            :class:`UnsupportedMoleculeError`, and a molecule none of whose model
-            conformers passes the geometry and stereo checks raises
-            :class:`EmbeddingFailedError`; ``"etkdg"``: embed both with RDKit's ETKDGv3
-            instead (a :class:`FallbackWarning` naming the molecule and why; conformer
-            property ``rdconfvae_generator`` records the generator).
+            :class:`UnsupportedMoleculeError`; ``"etkdg"``: embed them with RDKit's
+            ETKDGv3 instead (warns once per process; conformer property
+            ``rdconfvae_generator`` records the generator).
         params: an :class:`EmbedParameters` or RDKit ``EmbedParameters`` supplying
             the options; keyword arguments given with a non-default value win.
         coord_map: RDKit's ``coordMap``, ``{atom index: Point3D}``: every conformer has
@@ -173,11 +162,9 @@ def EmbedMultipleConfs(  # noqa: N802 -- RDKit's name
     keyword raises ``TypeError``.
 
     Returns the ids of the conformers added; on embedding failure a shorter or
-    empty list (never -1) and ``mol`` unchanged. Out-of-domain molecules, and those none
-    of whose model conformers passes the checks, fall back to ETKDGv3
-    (``fallback="etkdg"`` is the default here; an empty list when ETKDGv3 finds none
-    either); with ``fallback="raise"`` out-of-domain molecules raise
-    :class:`UnsupportedMoleculeError` and the others return an empty list. A ``None``
+    empty list (never -1) and ``mol`` unchanged. Out-of-domain molecules fall
+    back to ETKDGv3 (``fallback="etkdg"`` is the default here); with
+    ``fallback="raise"`` they raise :class:`UnsupportedMoleculeError`. A ``None``
     molecule, a non-integer ``numConfs`` or an option of the wrong type or value raises
     :class:`InvalidInputError` naming it (RDKit raises too).
     """

@@ -213,9 +213,8 @@ def _parser() -> argparse.ArgumentParser:
         "--fallback",
         choices=("raise", "etkdg"),
         default="etkdg",
-        help="molecules outside the model's domain (elements, size) or whose model conformers "
-        "all fail the checks: etkdg embeds them with RDKit ETKDGv3 (SD field "
-        "rdconfvae_generator says which), raise lists them as failed",
+        help="molecules outside the model's domain (elements, size): etkdg embeds them with "
+        "RDKit ETKDGv3 (SD field rdconfvae_generator says which), raise lists them as failed",
     )
     p.add_argument(
         "--workers",

@@ -66,13 +66,12 @@ def embed_etkdg(
 ) -> list[int]:
     """RDKit ETKDGv3 on a copy (hydrogens added when missing), then attached to ``mol``.
 
-    Warns (:class:`FallbackWarning`) once per molecule, naming it and ``reason`` (why the
-    model did not embed it: "outside the ConfVAE domain (...)", or its conformers failed).
+    Warns (:class:`FallbackWarning`) once per molecule, naming it and ``reason``.
     ``deadline``: the molecule's time limit (``opts.timeout``), started by the caller; RDKit
     gets 80 % of the seconds left of it (it checks its limit between its own stages, so it
     overruns) and the MMFF minimisation checks it between conformers."""
     warnings.warn(
-        f"{describe(mol)}: {reason or 'outside the ConfVAE domain'}; embedded "
+        f"{describe(mol)}: outside the ConfVAE domain ({reason or 'unsupported'}); embedded "
         f"with RDKit ETKDGv3 instead (conformer property {GENERATOR_PROP}='etkdg')",
         FallbackWarning,
         stacklevel=caller_stacklevel(),

@@ -59,7 +59,7 @@ _FIELDS: dict[str, Any] = {
     "mmff": False,  # MMFF94s minimisation to convergence
     "polishIters": DEFAULT_POLISH_ITERS,  # without mmff: MMFF94s polish steps (0: raw output)
     "dielectric": "distance",  # MMFF dielectric: "distance" (eps = 4r) or "constant"
-    "fallback": "etkdg",  # out-of-domain molecules and model failures: "etkdg" or "raise"
+    "fallback": "etkdg",  # out-of-domain molecules: "etkdg" or "raise"
     "temperature": 1.0,  # scale of the prior's standard deviation when sampling z
     "coordMap": None,  # {atom index: Point3D}: atoms fixed there (rdconfvae.constraints)
 }

@@ -14,7 +14,6 @@ from rdconfvae import engine
 from rdconfvae import featurize as fz
 from rdconfvae.api import GENERATOR_PROP
 from rdconfvae.errors import (
-    EmbeddingFailedError,
     EmbeddingTimeoutError,
     InvalidInputError,
     MoleculeTooLargeError,
@@ -491,28 +490,6 @@ def test_out_of_domain_raises_or_falls_back(smiles):
         ids = rdconfvae.EmbedMultipleConfs(mol, 2, randomSeed=1)
     assert ids == [0, 1]
     assert all(c.GetProp(GENERATOR_PROP) == "etkdg" for c in mol.GetConformers())
-
-
-def test_a_molecule_the_model_fails_falls_back_to_etkdg(monkeypatch):
-    """In the domain, but no model conformer passes the checks (seen on 2 of 9,170 library
-    molecules, polycyclic cages): with ``fallback="etkdg"`` ETKDGv3 embeds it, warning why;
-    with ``"raise"`` ``embed`` raises and the molecule keeps its conformers."""
-    from rdconfvae import api
-
-    def failing(*args, **kwargs):
-        raise EmbeddingFailedError("no conformer passed the geometry and stereo checks")
-
-    monkeypatch.setattr(api, "generate", failing)
-    mol = _mol("CC(=O)Nc1ccc(O)cc1")
-    with pytest.raises(EmbeddingFailedError):
-        rdconfvae.embed(mol, n=2, seed=1)
-    assert mol.GetNumConformers() == 0
-    with pytest.warns(rdconfvae.FallbackWarning, match="ConfVAE: no conformer passed"):
-        ids = rdconfvae.EmbedMultipleConfs(mol, 3, randomSeed=1)
-    assert ids == [0, 1, 2]
-    assert all(c.GetProp(GENERATOR_PROP) == "etkdg" for c in mol.GetConformers())
-    assert all(conformer_stereo_matches(mol, c.GetId()) for c in mol.GetConformers())
-    assert rdconfvae.EmbedMultipleConfs(mol, 2, randomSeed=1, fallback="raise") == []
 
 
 def test_fallback_warns_for_every_molecule_at_the_callers_line():

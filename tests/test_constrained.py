@@ -267,15 +267,14 @@ def test_embed_molecule_contract(monkeypatch):
         rdconfvae.EmbedMolecule(mol, randomseed=7)
     with pytest.raises(InvalidInputError):
         rdconfvae.EmbedMolecule(None)
-    # failure (with fallback="raise": the default hands a model failure to ETKDGv3): -1 and
-    # the molecule keeps its conformer
+    # failure: -1 and the molecule keeps its conformer
 
     def fail(*args, **kwargs):
         raise EmbeddingFailedError("forced")
 
     monkeypatch.setattr(api, "generate", fail)
     before = mol.GetConformer(0).GetPositions()
-    assert rdconfvae.EmbedMolecule(mol, randomSeed=1, fallback="raise") == -1
+    assert rdconfvae.EmbedMolecule(mol, randomSeed=1) == -1
     assert mol.GetNumConformers() == 1
     np.testing.assert_array_equal(before, mol.GetConformer(0).GetPositions())
 
