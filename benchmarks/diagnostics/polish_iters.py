@@ -65,6 +65,10 @@ def run(args: argparse.Namespace) -> dict:
     from rdconfvae.validity import posebusters_checks
 
     torch.set_num_threads(1)
+    if args.cutoff is not None:  # the polish's van der Waals pair list (a module constant)
+        from rdconfvae import refine
+
+        refine.POLISH_NONBONDED_CUTOFF = float(args.cutoff)
     mols = select(Path(args.data), args.per_bin)
     iters = args.iters.split(",")
     rdconfvae.embed(Chem.MolFromSmiles("CCO"), n=2, seed=1)  # model load, not timed
@@ -102,7 +106,13 @@ def run(args: argparse.Namespace) -> dict:
                 }
             )
         print(code, n_rot, {k: round(rows[k][-1].get("rmsd", -1), 3) for k in iters}, flush=True)
-    return {"command": " ".join(sys.argv), "n": args.n, "seed": args.seed, "rows": rows}
+    return {
+        "command": " ".join(sys.argv),
+        "n": args.n,
+        "seed": args.seed,
+        "cutoff": args.cutoff,
+        "rows": rows,
+    }
 
 
 def table(result: dict) -> str:
@@ -133,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--iters", default="80,40,20,0")
+    ap.add_argument(
+        "--cutoff",
+        type=float,
+        default=None,
+        help="the polish's van der Waals cutoff at its start, A (default: the package's)",
+    )
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     ap.add_argument("--table", action="store_true", help="print the table of --out and stop")
     args = ap.parse_args(argv)
