@@ -371,12 +371,13 @@ def mmff_minimize(
     results: list[MinimizeResult] = []
     if conf_ids is None and num_threads != 1 and not fixed:
         # one force field (its terms from the first conformer) for every conformer, as RDKit
-        # does; with a deadline the conformers go in blocks of a few per thread, the time
-        # limit checked between blocks (each conformer is minimised on its own, so the
-        # result does not depend on the blocks)
+        # does; with a time limit the conformers go in blocks of a few per thread, the limit
+        # checked between blocks (each conformer is minimised on its own, so the result
+        # does not depend on the blocks); without one, a single call and no copies
         ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props, confId=ids[0])
+        limited = deadline is not None and deadline.remaining() is not None
         threads = num_threads if num_threads > 0 else (os.cpu_count() or 1)
-        block = len(ids) if deadline is None else _THREADED_BLOCK * max(threads, 1)
+        block = _THREADED_BLOCK * max(threads, 1) if limited else len(ids)
         for start in range(0, len(ids), block):
             chunk = ids[start : start + block]
             if deadline is not None:
