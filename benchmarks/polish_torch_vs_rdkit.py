@@ -4,10 +4,10 @@
 
 For the first ``--limit`` CCD validation ligands of examples/library_200.smi: the model's raw
 conformers with hydrogens (``polishIters=0`` on ``Chem.AddHs(mol)``), then
-:func:`rdconfvae.refine.mmff_polish` (RDKit, one conformer at a time) and
-:func:`rdconfvae.refine.mmff_polish_torch` (all conformers at once) from the same start.
+:func:`rdconfvae.forcefield.mmff.mmff_polish` (RDKit, one conformer at a time) and
+:func:`rdconfvae.forcefield.mmff.mmff_polish_torch` (all conformers at once) from the same start.
 Prints CPU time of each, the polish energy of both results (the same term set, from
-:mod:`rdconfvae.forcefield`) and the heavy-atom RMSD between the two polished conformers.
+:mod:`rdconfvae.forcefield.torch_mmff`) and the heavy-atom RMSD between the two polished conformers.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     from rdkit.Chem import rdMolAlign
 
     import rdconfvae
-    from rdconfvae import forcefield, refine
+    from rdconfvae.forcefield import mmff as refine
+    from rdconfvae.forcefield import torch_mmff as forcefield
 
     torch.set_num_threads(1)
     params = rdconfvae.EmbedParameters()

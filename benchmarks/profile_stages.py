@@ -6,7 +6,7 @@ Embeds the first ``--limit`` molecules of examples/library_200.smi (CCD validati
 ligands, never trained on) with ``n`` conformers each under cProfile and prints, per
 stage, the CPU time per conformer (cumulative time of the stage's function; stages can
 nest, e.g. the stereo repair is inside sampling, so they do not add up to the total).
-``--polish torch`` swaps the RDKit polish for :func:`rdconfvae.refine.mmff_polish_torch`;
+``--polish torch`` swaps the RDKit polish for :func:`rdconfvae.forcefield.mmff.mmff_polish_torch`;
 ``--polish none`` is the raw output (``polishIters=0``). The first embed (torch import,
 model load) is timed apart, in wall seconds.
 """
@@ -23,22 +23,28 @@ from pathlib import Path
 #: stage -> (module file suffix, function name); cumulative time of that function
 STAGES = {
     "embed (total)": ("rdconfvae/api.py", "embed"),
-    "sampling (model + solver + stereo repair)": ("rdconfvae/sampling.py", "sample_chunk"),
-    "  model: sample_distances": ("rdconfvae/model.py", "sample_distances"),
-    "  solver.solve (MDS + SMACOF)": ("rdconfvae/solver.py", "solve"),
-    "  solver.polish (stress L-BFGS)": ("rdconfvae/solver.py", "polish"),
-    "  solver.stereo_penalty_refine": ("rdconfvae/solver.py", "stereo_penalty_refine"),
-    "hydrogens + planar groups (geometry)": ("rdconfvae/geometry.py", None),
-    "MMFF polish (RDKit)": ("rdconfvae/refine.py", "mmff_polish"),
-    "MMFF polish (torch)": ("rdconfvae/refine.py", "mmff_polish_torch"),
-    "  torch: term lists from RDKit": ("rdconfvae/refine.py", "mmff_terms"),
-    "  torch: batched L-BFGS": ("rdconfvae/forcefield.py", "minimize"),
-    "geometry gate: bounds set-up": ("rdconfvae/bounds.py", "for_mol"),
-    "geometry gate: check": ("rdconfvae/bounds.py", "failures"),
-    "geometry gate: repair": ("rdconfvae/bounds.py", "bounds_refine"),
-    "  repair + second polish (default output)": ("rdconfvae/engine.py", "_repair_and_polish"),
-    "stereo check after the polish": ("rdconfvae/stereo.py", "declared_stereo_broken"),
-    "attach to the molecule": ("rdconfvae/attach.py", "attach"),
+    "sampling (model + solver + stereo repair)": (
+        "rdconfvae/embedding/sampling.py",
+        "sample_chunk",
+    ),
+    "  model: sample_distances": ("rdconfvae/model/network.py", "sample_distances"),
+    "  solver.solve (MDS + SMACOF)": ("rdconfvae/geometry/solver.py", "solve"),
+    "  solver.polish (stress L-BFGS)": ("rdconfvae/geometry/solver.py", "polish"),
+    "  solver.stereo_penalty_refine": ("rdconfvae/geometry/solver.py", "stereo_penalty_refine"),
+    "hydrogens + planar groups (geometry)": ("rdconfvae/geometry/conformers.py", None),
+    "MMFF polish (RDKit)": ("rdconfvae/forcefield/mmff.py", "mmff_polish"),
+    "MMFF polish (torch)": ("rdconfvae/forcefield/mmff.py", "mmff_polish_torch"),
+    "  torch: term lists from RDKit": ("rdconfvae/forcefield/mmff.py", "mmff_terms"),
+    "  torch: batched L-BFGS": ("rdconfvae/forcefield/torch_mmff.py", "minimize"),
+    "geometry gate: bounds set-up": ("rdconfvae/geometry/bounds.py", "for_mol"),
+    "geometry gate: check": ("rdconfvae/geometry/bounds.py", "failures"),
+    "geometry gate: repair": ("rdconfvae/geometry/bounds.py", "bounds_refine"),
+    "  repair + second polish (default output)": (
+        "rdconfvae/embedding/engine.py",
+        "_repair_and_polish",
+    ),
+    "stereo check after the polish": ("rdconfvae/geometry/stereo.py", "declared_stereo_broken"),
+    "attach to the molecule": ("rdconfvae/embedding/attach.py", "attach"),
 }
 
 
@@ -64,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     from rdkit import Chem
 
     import rdconfvae
-    from rdconfvae import engine, refine
+    from rdconfvae.embedding import engine
+    from rdconfvae.forcefield import mmff as refine
 
     torch.set_num_threads(1)
     first = Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1")
@@ -93,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     geometry = sum(
         ct
         for (path, _l, func), (_c, _n, _t, ct, callers) in pstats.Stats(prof).stats.items()  # type: ignore[attr-defined]
-        if path.endswith("rdconfvae/geometry.py")
-        and not any(c[0].endswith("rdconfvae/geometry.py") for c in callers)
+        if path.endswith("rdconfvae/geometry/conformers.py")
+        and not any(c[0].endswith("rdconfvae/geometry/conformers.py") for c in callers)
     )
     times["hydrogens + planar groups (geometry)"] = geometry
 

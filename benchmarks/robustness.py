@@ -146,8 +146,8 @@ def run_embed(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from rdconfvae.batch import InputRecord, ordered_map
-    from rdconfvae.pipeline import EmbedOptions, embed_record
+    from rdconfvae.batch.stream import InputRecord, ordered_map
+    from rdconfvae.batch.unit import EmbedOptions, embed_record
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -385,8 +385,8 @@ _STUB = (
     "import sys\n"
     "from rdkit import Chem\n"
     "from rdkit.Chem import AllChem\n"
-    "import rdconfvae.pipeline as pipeline\n"
-    "from rdconfvae.pipeline import EmbedResult, to_mol\n"
+    "import rdconfvae.batch.unit as pipeline\n"
+    "from rdconfvae.batch.unit import EmbedResult, to_mol\n"
     "def stub(item, name='', index=0, options=None):\n"
     "    try:\n"
     "        mol = Chem.AddHs(to_mol(item))\n"

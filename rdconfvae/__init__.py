@@ -25,8 +25,8 @@ _LAZY = {
     "GENERATOR_PROP": "rdconfvae.api",
     "FallbackWarning": "rdconfvae.api",
     "EmbedParameters": "rdconfvae.params",
-    "load_model": "rdconfvae.modelstore",
-    "mmff_minimize": "rdconfvae.refine",
+    "load_model": "rdconfvae.model.store",
+    "mmff_minimize": "rdconfvae.forcefield.mmff",
 }
 _ERRORS = (
     "RdConfVAEError",
@@ -53,9 +53,9 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from rdconfvae.constrained import constrained_embed  # noqa: F401
     from rdconfvae.errors import *  # noqa: F403
-    from rdconfvae.modelstore import load_model  # noqa: F401
+    from rdconfvae.forcefield.mmff import mmff_minimize  # noqa: F401
+    from rdconfvae.model.store import load_model  # noqa: F401
     from rdconfvae.params import EmbedParameters  # noqa: F401
-    from rdconfvae.refine import mmff_minimize  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -1,10 +1,10 @@
 """Public embedding API: :func:`embed`, :func:`EmbedMultipleConfs` and :func:`EmbedMolecule`.
 
-Both call the same engine (:func:`rdconfvae.engine.generate`; the stages are listed
+Both call the same engine (:func:`rdconfvae.embedding.engine.generate`; the stages are listed
 there), differing only in their argument conventions and in how a failure is
 reported: ``embed`` raises, ``EmbedMultipleConfs`` returns RDKit's empty list.
 Out-of-domain molecules go to RDKit's ETKDGv3 with ``fallback="etkdg"``
-(:mod:`rdconfvae.fallback`). On any failure the caller's molecule keeps exactly the
+(:mod:`rdconfvae.embedding.fallback`). On any failure the caller's molecule keeps exactly the
 conformers it had.
 """
 
@@ -16,16 +16,16 @@ from typing import Any
 
 from rdkit import Chem
 
-from rdconfvae.attach import GENERATOR_PROP
 from rdconfvae.deadline import Deadline
-from rdconfvae.engine import generate, validate_mol
+from rdconfvae.embedding.attach import GENERATOR_PROP
+from rdconfvae.embedding.engine import generate, validate_mol
+from rdconfvae.embedding.fallback import FallbackWarning, embed_etkdg
 from rdconfvae.errors import (
     EmbeddingFailedError,
     InvalidInputError,
     RdConfVAEError,
     UnsupportedMoleculeError,
 )
-from rdconfvae.fallback import FallbackWarning, embed_etkdg
 from rdconfvae.params import (
     ALIASES,
     EmbedParameters,
@@ -96,7 +96,8 @@ def embed(
         params: an :class:`EmbedParameters` or RDKit ``EmbedParameters`` supplying
             the options; keyword arguments given with a non-default value win.
         coord_map: RDKit's ``coordMap``, ``{atom index: Point3D}``: every conformer has
-            these (heavy) atoms exactly at these coordinates (:mod:`rdconfvae.constraints`).
+            these (heavy) atoms exactly at these coordinates
+            (:mod:`rdconfvae.embedding.constraints`).
 
     Raises:
         InvalidInputError: ``mol`` is None, empty or does not sanitize; ``n`` is not a
@@ -155,7 +156,7 @@ def EmbedMultipleConfs(  # noqa: N802 -- RDKit's name
     ``params`` may be :class:`rdconfvae.EmbedParameters` or RDKit's own
     (``AllChem.ETKDGv3()``): ``randomSeed``, ``clearConfs``, ``pruneRmsThresh``,
     ``numThreads``, ``enforceChirality``, ``timeout`` and ``coordMap`` (fixed atoms,
-    :mod:`rdconfvae.constraints`) are honoured; RDKit's
+    :mod:`rdconfvae.embedding.constraints`) are honoured; RDKit's
     other fields are accepted and ignored. Keyword arguments use RDKit's names
     (``randomSeed=42``, ``pruneRmsThresh=0.5``, ...) plus ours (``mmff``,
     ``polishIters``, ``dielectric``, ``fallback``, ``temperature``, ``maxAttempts``); an unknown

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rdconfvae import __version__
-from rdconfvae.batch import read_molecules as batch_read
+from rdconfvae.batch.stream import read_molecules as batch_read
 from rdconfvae.errors import RdConfVAEError
 from rdconfvae.params import DEFAULT_POLISH_ITERS
 
@@ -29,10 +29,10 @@ log = logging.getLogger("rdconfvae.cli")
 def read_molecules(path: Path) -> Iterator[tuple[str, object, str]]:
     """Yield ``(name, mol or None, error)`` from .smi, .csv, .sdf or .sdf.gz, streaming.
 
-    Kept for scripts written against 0.1; :func:`rdconfvae.batch.read_molecules` is the
+    Kept for scripts written against 0.1; :func:`rdconfvae.batch.stream.read_molecules` is the
     streaming reader the ``embed`` command uses.
     """
-    from rdconfvae.pipeline import to_mol
+    from rdconfvae.batch.unit import to_mol
 
     for rec in batch_read(path):
         if rec.item is None:
@@ -45,8 +45,8 @@ def read_molecules(path: Path) -> Iterator[tuple[str, object, str]]:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from rdconfvae.batch import embed_file
-    from rdconfvae.pipeline import EmbedOptions
+    from rdconfvae.batch.stream import embed_file
+    from rdconfvae.batch.unit import EmbedOptions
 
     options = EmbedOptions(
         n=args.n,
@@ -89,7 +89,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from rdconfvae.modelstore import load_model
+    from rdconfvae.model.store import load_model
 
     loaded = load_model()
     m = loaded.manifest

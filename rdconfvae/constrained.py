@@ -2,7 +2,7 @@
 
 The core (a molecule with a conformer, e.g. the scaffold of a docked or crystal pose)
 is matched as a substructure of the molecule; the matched atoms become a coordMap
-(:mod:`rdconfvae.constraints`), so every conformer holds the core's coordinates, in the
+(:mod:`rdconfvae.embedding.constraints`), so every conformer holds the core's coordinates, in the
 core's frame. The core RMSD of each conformer (mapped atoms, after superposition) is
 stored as conformer property ``EmbedRMS`` (float), and the largest as molecule property
 ``EmbedRMS`` (a string, as RDKit's ``ConstrainedEmbed`` sets it).
@@ -16,8 +16,8 @@ import numpy as np
 from rdkit import Chem
 
 from rdconfvae.api import embed
-from rdconfvae.constraints import kabsch
-from rdconfvae.engine import validate_mol
+from rdconfvae.embedding.constraints import kabsch
+from rdconfvae.embedding.engine import validate_mol
 from rdconfvae.errors import InvalidInputError
 
 __all__ = ["constrained_embed", "EMBED_RMS_PROP"]

@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from rdconfvae.coordmap import coord_map_from_json, coord_map_json
+from rdconfvae.embedding.coordmap import coord_map_from_json, coord_map_json
 from rdconfvae.errors import InvalidInputError
 
 __all__ = [
@@ -61,7 +61,7 @@ _FIELDS: dict[str, Any] = {
     "dielectric": "distance",  # MMFF dielectric: "distance" (eps = 4r) or "constant"
     "fallback": "etkdg",  # out-of-domain molecules: "etkdg" or "raise"
     "temperature": 1.0,  # scale of the prior's standard deviation when sampling z
-    "coordMap": None,  # {atom index: Point3D}: atoms fixed there (rdconfvae.constraints)
+    "coordMap": None,  # {atom index: Point3D}: atoms fixed there (rdconfvae.embedding.constraints)
 }
 
 #: RDKit EmbedParameters fields accepted and ignored (no meaning for a learned model).

@@ -10,18 +10,18 @@ from rdkit import Chem
 from rdkit.Chem import AllChem, rdMolAlign
 
 import rdconfvae
-from rdconfvae import engine
-from rdconfvae import featurize as fz
 from rdconfvae.api import GENERATOR_PROP
+from rdconfvae.embedding import engine
+from rdconfvae.embedding.fragments import split_fragments
 from rdconfvae.errors import (
     EmbeddingTimeoutError,
     InvalidInputError,
     MoleculeTooLargeError,
     UnsupportedMoleculeError,
 )
-from rdconfvae.fragments import split_fragments
-from rdconfvae.refine import CONVERGED_PROP, ENERGY_PROP, mmff_minimize
-from rdconfvae.stereo import conformer_stereo_matches, declared_stereo_broken
+from rdconfvae.forcefield.mmff import CONVERGED_PROP, ENERGY_PROP, mmff_minimize
+from rdconfvae.geometry.stereo import conformer_stereo_matches, declared_stereo_broken
+from rdconfvae.model import featurize as fz
 
 IMATINIB = "Cc1ccc(cc1Nc2nccc(n2)c3cccnc3)NC(=O)c4ccc(cc4)CN5CCN(CC5)C"
 
@@ -175,7 +175,7 @@ def test_bad_polish_iters_is_rejected_and_molecule_kept(value):
     with pytest.raises(InvalidInputError, match="polishIters"):
         rdconfvae.embed(mol, n=3, params=rdconfvae.EmbedParameters(polishIters=value))
     assert _same(before, _snapshot(mol))
-    from rdconfvae.pipeline import EmbedOptions
+    from rdconfvae.batch.unit import EmbedOptions
 
     with pytest.raises(InvalidInputError, match="polishIters"):  # batch options: same rule
         EmbedOptions(n=3, polish_iters=value)
@@ -202,7 +202,7 @@ def test_molecule_mmff_cannot_type_gets_the_raw_output():
 
 
 def test_polish_leaves_molecules_mmff_cannot_type_untouched():
-    from rdconfvae.refine import mmff_polish
+    from rdconfvae.forcefield.mmff import mmff_polish
 
     mol = Chem.AddHs(Chem.MolFromSmiles("C[Se]C"))  # no MMFF parameters for Se
     AllChem.EmbedMolecule(mol, randomSeed=1)
@@ -336,8 +336,8 @@ def test_worker_pool_stops_within_its_grace_period(monkeypatch, tmp_path):
     import threading
     import time
 
-    from rdconfvae import workers
-    from rdconfvae.modelstore import load_model
+    from rdconfvae.embedding import workers
+    from rdconfvae.model.store import load_model
 
     monkeypatch.setattr(workers, "SHUTDOWN_GRACE_S", 1.0)
     workers.shutdown()  # a pool of its own, not one left busy by earlier tests
@@ -370,8 +370,8 @@ def test_a_pool_broken_by_a_dead_worker_is_replaced():
     import signal
     import time
 
-    from rdconfvae import workers
-    from rdconfvae.modelstore import load_model
+    from rdconfvae.embedding import workers
+    from rdconfvae.model.store import load_model
 
     weights = load_model().path.parent
     pool = workers.get_pool(2, weights)
@@ -394,8 +394,8 @@ def test_a_replaced_pool_leaves_no_thread_running(monkeypatch):
     import time
     from concurrent.futures import process
 
-    from rdconfvae import workers
-    from rdconfvae.modelstore import load_model
+    from rdconfvae.embedding import workers
+    from rdconfvae.model.store import load_model
 
     real_join = process._ExecutorManagerThread.join_executor_internals
 
@@ -416,7 +416,7 @@ def test_a_replaced_pool_leaves_no_thread_running(monkeypatch):
 
 
 def test_chunks_depend_on_the_sample_count_only():
-    from rdconfvae.sampling import chunk_sizes
+    from rdconfvae.embedding.sampling import chunk_sizes
 
     assert chunk_sizes(50) == [13, 13, 12, 12]
     assert chunk_sizes(16) == [16] and chunk_sizes(17) == [9, 8]

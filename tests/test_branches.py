@@ -18,13 +18,14 @@ from rdkit import Chem
 from rdkit.Chem import rdMolTransforms
 
 import rdconfvae
-from rdconfvae import modelstore, solver
 from rdconfvae.errors import (
     EmbeddingFailedError,
     InvalidInputError,
     UnsupportedMoleculeError,
     WeightsError,
 )
+from rdconfvae.geometry import solver
+from rdconfvae.model import store as modelstore
 
 CHIRAL = "C[C@H](N)C(=O)Nc1ccccc1"  # alaninanilide, one stereocentre
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-from rdconfvae import batch
-from rdconfvae.batch import embed_file
+from rdconfvae.batch import stream as batch
+from rdconfvae.batch.stream import embed_file
+from rdconfvae.batch.unit import EmbedOptions
 from rdconfvae.cli import main
-from rdconfvae.pipeline import EmbedOptions
 
 
 def test_embed_smiles_file(tmp_path, capsys):

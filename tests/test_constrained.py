@@ -23,7 +23,7 @@ from rdkit.Geometry import Point3D
 import rdconfvae
 from rdconfvae import api
 from rdconfvae.errors import EmbeddingFailedError, InvalidInputError
-from rdconfvae.stereo import conformer_stereo_matches
+from rdconfvae.geometry.stereo import conformer_stereo_matches
 
 KINASE_CORE = "Cc1ccccc1Nc1ncccn1"
 KINASE_SERIES = {

@@ -2,7 +2,7 @@
 stereo, and RDKit's own distance-bound tolerance on every returned conformer.
 
 The bound check here is written from RDKit's embedding tests, independently of
-``rdconfvae.bounds``: every atom pair no more than 0.425 A below its lower bound and every
+``rdconfvae.geometry.bounds``: every atom pair no more than 0.425 A below its lower bound and every
 bond no more than 0.425 A above its upper bound (``GetMoleculeBoundsMatrix``).
 """
 
@@ -18,7 +18,7 @@ from rdkit.Chem import AllChem, rdDistGeom
 
 import rdconfvae
 from rdconfvae.errors import EmbeddingFailedError
-from rdconfvae.stereo import conformer_stereo_matches
+from rdconfvae.geometry.stereo import conformer_stereo_matches
 
 TOL = 0.425 + 1e-6  # RDKit's tolerance; the 1e-6 only absorbs rounding of the distance
 
@@ -263,7 +263,7 @@ def test_drop_in_refuses_a_non_integer_count(num_confs):
 
 
 def test_batch_options_share_the_checks():
-    from rdconfvae.pipeline import EmbedOptions
+    from rdconfvae.batch.unit import EmbedOptions
 
     with pytest.raises(rdconfvae.InvalidInputError, match="seed"):
         EmbedOptions(seed=1.5)

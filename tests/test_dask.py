@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-import rdconfvae.dask as rdask
+import rdconfvae.integrations.dask as rdask
+from rdconfvae.batch.unit import EmbedOptions, embed_one
 from rdconfvae.bench import throughput
-from rdconfvae.dask import (
+from rdconfvae.integrations.dask import (
     embed_bag,
     embed_dataframe,
     embed_file,
@@ -20,7 +21,6 @@ from rdconfvae.dask import (
     read_molecules_bag,
     write_results,
 )
-from rdconfvae.pipeline import EmbedOptions, embed_one
 
 pd = pytest.importorskip("pandas")
 dask = pytest.importorskip("dask")
@@ -195,7 +195,7 @@ def test_local_cluster_two_workers(reference, tmp_path):
     def install_load_counter():  # runs in each worker (a local function travels by value)
         import torch
 
-        from rdconfvae import modelstore
+        from rdconfvae.model import store as modelstore
 
         modelstore.clear_cache()
         if not hasattr(torch.jit, "_rdconfvae_test_load"):
@@ -211,7 +211,7 @@ def test_local_cluster_two_workers(reference, tmp_path):
     def worker_state():
         import torch
 
-        from rdconfvae import modelstore
+        from rdconfvae.model import store as modelstore
 
         return torch.jit._rdconfvae_test_loads, modelstore.loaded_count(), torch.get_num_threads()
 
@@ -276,4 +276,6 @@ def test_bench_throughput_reports_rates():
     assert all(row["mol_per_s"] > 0 for row in result["rows"])
     assert result["rows"][1]["returncode"] == 0
     assert result["rows"][2]["identical"] is True
-    assert "| run |" in throughput.report(result, "python -m rdconfvae.dask bench x.smi")
+    assert "| run |" in throughput.report(
+        result, "python -m rdconfvae.integrations.dask bench x.smi"
+    )

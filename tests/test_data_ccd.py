@@ -84,7 +84,7 @@ def rejected(out: Path) -> dict[str, tuple[str, str]]:
 
 def test_allowed_elements_is_the_model_vocabulary():
     """The CCD filter keeps exactly the featurizer's heavy elements plus hydrogen."""
-    from rdconfvae import featurize
+    from rdconfvae.model import featurize
 
     assert ALLOWED_ELEMENTS == ("H", *featurize.ELEMENTS)
 

@@ -15,9 +15,9 @@ from _molecules import TRAIN_SMILES
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from rdconfvae import featurize as fz
 from rdconfvae.data import MolRecord
-from rdconfvae.model import ConfVAE, default_config
+from rdconfvae.model import featurize as fz
+from rdconfvae.model.network import ConfVAE, default_config
 from rdconfvae.train import PRESETS, Preset, featurize_records, train_step
 
 # 11 molecules (the sugar left out): the second step's batch of 5 splits 3 + 2 over the ranks

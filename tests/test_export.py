@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-from rdconfvae import export, modelstore
-from rdconfvae import featurize as fz
 from rdconfvae.errors import WeightsError
-from rdconfvae.model import ConfVAE
+from rdconfvae.model import export
+from rdconfvae.model import featurize as fz
+from rdconfvae.model import store as modelstore
+from rdconfvae.model.network import ConfVAE
 from rdconfvae.train import main as train_main
 
 CONFIG = {"atom_dim": fz.ATOM_DIM, "pair_dim": fz.PAIR_DIM, "hidden": 8, "latent": 2,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from rdkit import Chem
 
-from rdconfvae import featurize as fz
 from rdconfvae.errors import InvalidInputError, MoleculeTooLargeError, UnsupportedMoleculeError
+from rdconfvae.model import featurize as fz
 
 
 def _graph(smiles: str) -> fz.MolGraph:

@@ -1,4 +1,4 @@
-"""The torch MMFF94s (rdconfvae.forcefield) against RDKit's MMFF, term set for term set.
+"""The torch MMFF94s (rdconfvae.forcefield.torch_mmff) against RDKit's MMFF, term set for term set.
 
 Expected values come from an independent implementation: RDKit's C++ force field
 (``MMFFGetMoleculeForceField(...).CalcEnergy / CalcGrad``) with electrostatics switched
@@ -13,7 +13,8 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem, rdForceFieldHelpers
 
-from rdconfvae import forcefield, refine
+from rdconfvae.forcefield import mmff as refine
+from rdconfvae.forcefield import torch_mmff as forcefield
 
 # one molecule per chemistry the parameters have to get right
 FF_SMILES = {

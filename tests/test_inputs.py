@@ -1,6 +1,6 @@
-"""Input files of the batch surfaces: damaged, mislabelled and odd files (rdconfvae.inputs).
+"""Input files of the batch surfaces: damaged, mislabelled and odd files (rdconfvae.batch.inputs).
 
-Read through ``rdconfvae.batch.read_molecules``, the reader ``rdconfvae embed`` uses. Every
+Read through ``rdconfvae.batch.stream.read_molecules``, the reader ``rdconfvae embed`` uses. Every
 file either yields its good records, with a per-record problem naming the file and line for
 each bad one, or raises one ``InvalidInputError`` naming the file (and line).
 """
@@ -14,7 +14,7 @@ import random
 import pytest
 from rdkit import Chem
 
-from rdconfvae.batch import count_records, read_molecules
+from rdconfvae.batch.stream import count_records, read_molecules
 from rdconfvae.errors import InvalidInputError
 
 

@@ -1,4 +1,4 @@
-"""Tests for rdconfvae.metrics: RMSD semantics, ensemble and pose summaries, validity."""
+"""Tests for rdconfvae.evaluation.metrics: RMSD semantics, ensemble and pose summaries, validity."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom, rdMolAlign
 
-from rdconfvae import metrics, validity
+from rdconfvae.evaluation import metrics, validity
 
 DRUGS = {
     "ibuprofen": "CC(C)Cc1ccc([C@@H](C)C(=O)O)cc1",
@@ -160,7 +160,7 @@ def test_match_cap_gives_upper_bound(caplog):
     gen = embed(DRUGS["tbu_cf3"], 3, seed=1)
     ref = embed(DRUGS["tbu_cf3"], 1, seed=2)
     full = metrics.rmsd_matrix(gen, ref)
-    with caplog.at_level(logging.WARNING, logger="rdconfvae.metrics"):
+    with caplog.at_level(logging.WARNING, logger="rdconfvae.evaluation.metrics"):
         capped = metrics.rmsd_matrix(gen, ref, max_matches=2)
     assert "capped" in caplog.text
     assert np.all(capped >= full - 1e-9)

@@ -9,10 +9,10 @@ import sys
 import torch
 from rdkit import Chem
 
-from rdconfvae import featurize as fz
-from rdconfvae.export import script_model
-from rdconfvae.model import ConfVAE, default_config
-from rdconfvae.modelstore import load_model, weights_dir
+from rdconfvae.model import featurize as fz
+from rdconfvae.model.export import script_model
+from rdconfvae.model.network import ConfVAE, default_config
+from rdconfvae.model.store import load_model, weights_dir
 
 
 def _inputs(smiles: str, k: int = 3):
@@ -125,7 +125,7 @@ def test_bond_paths_match_a_brute_force_enumeration():
     """Every (pair (a,b) <- pair (a,c) via bond (b,c), c != a) triple, nothing else."""
     mol = Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1")
     g = fz.featurize(mol)
-    from rdconfvae.model import bond_paths
+    from rdconfvae.model.network import bond_paths
 
     src, via, dst, inv_count = bond_paths(g.pair_feat, g.pair_i, g.pair_j, g.num_atoms)
     pid = {}
@@ -191,7 +191,7 @@ def test_global_latent_is_one_draw_per_molecule():
 def test_global_latent_kl_is_charged_once_per_molecule():
     """Two molecules in one flattened batch: the summed per-atom KL equals the per-atom KL of
     the atom columns plus one global KL per molecule (computed here from the heads)."""
-    from rdconfvae.model import _gauss_kl
+    from rdconfvae.model.network import _gauss_kl
     from rdconfvae.train import collate, featurize_records
 
     recs = []

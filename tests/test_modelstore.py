@@ -13,13 +13,13 @@ import pytest
 import torch
 from rdkit import Chem
 
-from rdconfvae import featurize as fz
-from rdconfvae import modelstore
 from rdconfvae.cli import main as cli_main
 from rdconfvae.errors import WeightsError
-from rdconfvae.export import STATE_DICT_FILE, export_checkpoint
 from rdconfvae.hashing import sha256_file
-from rdconfvae.model import ConfVAE
+from rdconfvae.model import featurize as fz
+from rdconfvae.model import store as modelstore
+from rdconfvae.model.export import STATE_DICT_FILE, export_checkpoint
+from rdconfvae.model.network import ConfVAE
 
 SMILES = "CC(=O)Nc1ccc(O)cc1"  # paracetamol
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-import rdconfvae.pandas as rpd
-from rdconfvae.pandas import embed_frame, knime_table
-from rdconfvae.pipeline import EmbedOptions, embed_one
+import rdconfvae.integrations.pandas as rpd
+from rdconfvae.batch.unit import EmbedOptions, embed_one
+from rdconfvae.integrations.pandas import embed_frame, knime_table
 
 pd = pytest.importorskip("pandas")
 from rdkit.Chem import PandasTools  # noqa: E402 -- needs pandas

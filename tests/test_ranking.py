@@ -1,7 +1,7 @@
 """Returned conformers come lowest polished MMFF94s energy first (issue 18, item 7).
 
 The energies are recomputed here with RDKit's MMFF94s set up independently of
-``rdconfvae.ranking`` (eps = 4r, the package's MMFF default).
+``rdconfvae.embedding.ranking`` (eps = 4r, the package's MMFF default).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers
 
 import rdconfvae
-from rdconfvae import engine
+from rdconfvae.embedding import engine
 
 NILOTINIB = "Cc1cn(-c2cc(NC(=O)c3ccc(C)c(Nc4nccc(-c5cccnc5)n4)c3)cc(C(F)(F)F)c2)cn1"
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from rdconfvae import solver
+from rdconfvae.geometry import solver
 
 
 def _dist(x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +146,7 @@ def test_inference_does_not_import_torch_dynamo():
 
     code = (
         "import sys; import rdconfvae; from rdkit import Chem; "
-        "from rdconfvae import solver; import torch; "
+        "from rdconfvae.geometry import solver; import torch; "
         "x = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]]); "
         "d = torch.cdist(x[0], x[0]).unsqueeze(0); "
         "solver.stereo_penalty_refine(x, d, torch.ones_like(d), torch.ones(1, 4), "

@@ -8,9 +8,9 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from rdconfvae import featurize as fz
-from rdconfvae import solver
-from rdconfvae.stereo import conformer_stereo_matches
+from rdconfvae.geometry import solver
+from rdconfvae.geometry.stereo import conformer_stereo_matches
+from rdconfvae.model import featurize as fz
 
 CHIRAL = [
     "N[C@@H](C)C(=O)O",
@@ -101,8 +101,8 @@ def test_sampled_conformers_have_the_declared_hand_by_their_neighbours():
     """What the sampler reports as stereo-correct has every four-neighbour centre in the
     declared hand of its neighbours (testosterone: before the neighbours' hand was used,
     about half of such conformers had a centre pushed out instead, and were lost later)."""
-    from rdconfvae.modelstore import load_model
-    from rdconfvae.sampling import bounds_geometry, sample_chunk
+    from rdconfvae.embedding.sampling import bounds_geometry, sample_chunk
+    from rdconfvae.model.store import load_model
 
     smiles = "C[C@]12CC[C@H]3[C@@H](CCC4=CC(=O)CC[C@@]43C)[C@@H]1CC[C@@H]2O"
     heavy = Chem.MolFromSmiles(smiles)

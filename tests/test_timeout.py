@@ -17,12 +17,12 @@ from rdkit import Chem
 from rdkit.Chem import rdDistGeom
 
 import rdconfvae
-from rdconfvae.bounds import GeometryGate, bounds_refine
 from rdconfvae.deadline import Deadline
+from rdconfvae.embedding.fallback import FallbackWarning, embed_etkdg
 from rdconfvae.errors import EmbeddingTimeoutError
-from rdconfvae.fallback import FallbackWarning, embed_etkdg
+from rdconfvae.forcefield.mmff import mmff_minimize, mmff_polish
+from rdconfvae.geometry.bounds import GeometryGate, bounds_refine
 from rdconfvae.params import EmbedParameters
-from rdconfvae.refine import mmff_minimize, mmff_polish
 
 # an 18-membered macrocyclic lactone with two centres: many pairs, some stereo
 MACROCYCLE = "C[C@@H]1CCCCCCCC(=O)O[C@H](C)CCCCCC1"

@@ -10,8 +10,8 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 import rdconfvae
-from rdconfvae import modelstore
 from rdconfvae.errors import DataError
+from rdconfvae.model import store as modelstore
 from rdconfvae.train import main as train_main
 
 SMILES = TRAIN_SMILES

@@ -17,7 +17,7 @@ R* is compared with coordinates solved (same solver, stereo repair and amide sna
 Distances cannot tell mirror images apart; for molecules without tetrahedral stereo
 centres the mirror image of each solution is scored too (with stereo centres the solver's
 stereo step already picks the handedness). Heavy-atom, symmetry-aware RMSD without
-reflection (``rdconfvae.metrics``). Never touches benchmark sets.
+reflection (``rdconfvae.evaluation.metrics``). Never touches benchmark sets.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdconfvae import featurize as fz
-from rdconfvae.geometry import heavy_with_confs
-from rdconfvae.metrics import heavy_atom_mol, min_rmsd_to_pose
-from rdconfvae.modelstore import load_model
-from rdconfvae.sampling import bounds_geometry, sample_chunk
+from rdconfvae.embedding.sampling import bounds_geometry, sample_chunk
+from rdconfvae.evaluation.metrics import heavy_atom_mol, min_rmsd_to_pose
+from rdconfvae.geometry.conformers import heavy_with_confs
+from rdconfvae.model import featurize as fz
+from rdconfvae.model.store import load_model
 from rdconfvae.train import PRESETS, checkpoint_selection, load_records
 
 
@@ -97,7 +97,7 @@ def main() -> int:
         with torch.no_grad():
             h, e, mu_p, _ = net.encode_graph(g.atom_feat, g.pair_feat, g.pair_i, g.pair_j, inv)
             mu_q, _ = net.encode_posterior(h, e, g.pair_i, g.pair_j, inv, ref_d)
-            # models with path layers (rdconfvae.model) also need the pair features
+            # models with path layers (rdconfvae.model.network) also need the pair features
             extra = (g.pair_feat,) if model.manifest["model_config"].get("path_layers") else ()
             decoded = {
                 key: net.decode(h, e, g.pair_i, g.pair_j, inv, z.unsqueeze(0), *extra)

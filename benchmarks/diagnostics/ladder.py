@@ -18,7 +18,7 @@ same number.
 
 Scores per checkpoint, heavy atoms, Kabsch RMSD with mirror images allowed (the trainer's
 own validation metric; distances cannot tell mirror images apart), solved with
-:func:`rdconfvae.solver.solve_pairs` (30 SMACOF steps, no stereo repair):
+:func:`rdconfvae.geometry.solver.solve_pairs` (30 SMACOF steps, no stereo repair):
 
 * ``post``: decoder at the posterior mean z = E q(z | G, R*) (can decoder + solver
   represent the answer at all?),
@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdconfvae import featurize as fz
-from rdconfvae import solver
-from rdconfvae.model import ConfVAE, default_config
+from rdconfvae.geometry import solver
+from rdconfvae.model import featurize as fz
+from rdconfvae.model.network import ConfVAE, default_config
 from rdconfvae.train import (
     PRESETS,
     Example,
@@ -128,7 +128,7 @@ def cached_sets(
 
 def reference(args: argparse.Namespace) -> int:
     """Score the shipped weights with the same evaluator (one row, no training)."""
-    from rdconfvae.modelstore import load_model
+    from rdconfvae.model.store import load_model
 
     torch.set_num_threads(args.threads)
     preset = PRESETS["default"]

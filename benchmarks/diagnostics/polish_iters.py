@@ -9,9 +9,9 @@ that select training checkpoints, ``--per-bin`` per rotatable-bond bin, the ladd
 rule) with ``polishIters`` set to each value of ``--iters``, same seed, one thread, and
 reports per setting: CPU per conformer, the best heavy-atom RMSD to the CCD conformation
 (median, share below 1 A) and the share of conformers passing every PoseBusters molecule
-check (``rdconfvae.validity.posebusters_checks``, energy ratio included). ``0`` is the raw
-output, ``mmff`` the MMFF94s minimisation to convergence (``mmff=True``). No benchmark
-molecule is used. ``--table`` prints the markdown of a saved run.
+check (``rdconfvae.evaluation.validity.posebusters_checks``, energy ratio included).
+``0`` is the raw output, ``mmff`` the MMFF94s minimisation to convergence (``mmff=True``).
+No benchmark molecule is used. ``--table`` prints the markdown of a saved run.
 """
 
 from __future__ import annotations
@@ -61,12 +61,12 @@ def run(args: argparse.Namespace) -> dict:
     from rdkit import Chem
 
     import rdconfvae
-    from rdconfvae.metrics import min_rmsd_to_pose
-    from rdconfvae.validity import posebusters_checks
+    from rdconfvae.evaluation.metrics import min_rmsd_to_pose
+    from rdconfvae.evaluation.validity import posebusters_checks
 
     torch.set_num_threads(1)
     if args.cutoff is not None:  # the polish's van der Waals pair list (a module constant)
-        from rdconfvae import refine
+        from rdconfvae.forcefield import mmff as refine
 
         refine.POLISH_NONBONDED_CUTOFF = float(args.cutoff)
     mols = select(Path(args.data), args.per_bin)

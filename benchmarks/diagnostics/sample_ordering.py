@@ -38,15 +38,17 @@ from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers
 
 import rdconfvae
-from rdconfvae import bench, engine, sampling, solver
-from rdconfvae.rmsd import rmsd_matrix
+from rdconfvae import bench
+from rdconfvae.embedding import engine, sampling
+from rdconfvae.geometry import solver
+from rdconfvae.geometry.rmsd import rmsd_matrix
 
 log = logging.getLogger("sample_ordering")
 SCORES = ("prior", "stress", "mmff")
 
 
 class Recorder:
-    """Wraps :func:`rdconfvae.sampling.sample_chunk` (serial path) to record each sample's
+    """Wraps :func:`rdconfvae.embedding.sampling.sample_chunk` (serial path) to record each sample's
     scores in call order, with its ``ok`` flag."""
 
     def __init__(self) -> None:

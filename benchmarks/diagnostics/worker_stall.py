@@ -24,9 +24,9 @@ import time
 from rdkit import Chem
 
 import rdconfvae
-from rdconfvae import workers
+from rdconfvae.embedding import workers
 from rdconfvae.errors import EmbeddingTimeoutError
-from rdconfvae.modelstore import load_model
+from rdconfvae.model.store import load_model
 
 IMATINIB = "Cc1ccc(NC(=O)c2ccc(CN3CCN(C)CC3)cc2)cc1Nc1nccc(-c2cccnc2)n1"
 

@@ -10,12 +10,12 @@ reason in ``error``; the node itself does not fail.
 Settings come from flow variables when present (e.g. set by a "Configuration"
 or "Variable Creator" node), otherwise from the defaults below.
 
-All the work happens in ``rdconfvae.pandas.knime_table``, tested without KNIME.
+All the work happens in ``rdconfvae.integrations.pandas.knime_table``, tested without KNIME.
 """
 
 import knime.scripting.io as knio
 
-from rdconfvae.pandas import knime_table
+from rdconfvae.integrations.pandas import knime_table
 
 SETTINGS = {
     "rdconfvae_column": "",  # "" = the first column whose name contains smiles/sdf/mol

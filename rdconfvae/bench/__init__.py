@@ -28,7 +28,7 @@ Methods (``--methods``, comma-separated):
 * ``rdconfvae-mmff``: ``rdconfvae.embed(mol, n=n, seed=seed, mmff=True)``, the package's own
   refined path: the same MMFF as ``+mmff``, then conformers whose declared stereo MMFF changed
   are replaced by new samples (what users of ``mmff=True`` get; ``+mmff`` keeps them).
-* ``<method>+mmff``: the method's conformers, then :func:`rdconfvae.refine.mmff_minimize`
+* ``<method>+mmff``: the method's conformers, then :func:`rdconfvae.forcefield.mmff.mmff_minimize`
   (MMFF94s, eps = 4r) for every generator alike; ``<method>+mmffgas`` the same in the gas
   phase (eps = 1), to compare the dielectrics. The base method's conformers of the same
   molecule are reused when the base method is also run (same seed, same coordinates) and its
@@ -42,7 +42,7 @@ Modules: :mod:`~rdconfvae.bench.records` (reading, sampling, the generator input
 :mod:`~rdconfvae.bench.run` (a run and its evaluation), :mod:`~rdconfvae.bench.summary`,
 :mod:`~rdconfvae.bench.report` (Markdown), :mod:`~rdconfvae.bench.plots`,
 :mod:`~rdconfvae.bench.threads` (the ``threads`` task), :mod:`~rdconfvae.bench.throughput`
-(Dask throughput, ``python -m rdconfvae.dask bench``) and :mod:`~rdconfvae.bench.cli`.
+(Dask throughput, ``python -m rdconfvae.integrations.dask bench``) and :mod:`~rdconfvae.bench.cli`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from rdkit import RDLogger
 
-from rdconfvae import metrics
 from rdconfvae.bench.methods import BASE_METHODS, DEFAULT_METHODS, parse_methods
 from rdconfvae.bench.plots import write_plots
 from rdconfvae.bench.records import load_records, select_records
@@ -23,6 +22,7 @@ from rdconfvae.bench.report import cpu_model, package_versions, print_summary, w
 from rdconfvae.bench.run import run_benchmark
 from rdconfvae.bench.summary import jsonable, summarize
 from rdconfvae.bench.threads import run_threads
+from rdconfvae.evaluation import metrics
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m rdconfvae.
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # absent from rdkit stubs
-    logging.getLogger("rdconfvae.refine").setLevel(logging.ERROR)  # counted in the report
+    logging.getLogger("rdconfvae.forcefield.mmff").setLevel(logging.ERROR)  # counted in the report
     logging.getLogger("posebusters").setLevel(logging.ERROR)
     try:
         methods = parse_methods(args.methods)

@@ -15,13 +15,13 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
 
-from rdconfvae.refine import mmff_minimize
+from rdconfvae.forcefield.mmff import mmff_minimize
 
 log = logging.getLogger(__name__)
 
 BASE_METHODS = ("rdconfvae", "rdconfvae-raw", "rdconfvae-mmff", "etkdg", "conforge")
 DEFAULT_METHODS = "rdconfvae,rdconfvae+mmff,etkdg,etkdg+mmff,conforge"
-#: Refinement suffixes: keyword arguments of :func:`rdconfvae.refine.mmff_minimize`.
+#: Refinement suffixes: keyword arguments of :func:`rdconfvae.forcefield.mmff.mmff_minimize`.
 REFINERS: dict[str, dict[str, Any]] = {
     "mmff": {},  # the package default: MMFF94s, distance-dependent dielectric eps = 4r
     "mmffgas": {"dielectric": "constant", "dielectric_constant": 1.0},

@@ -14,7 +14,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdMolDescriptors
 
-from rdconfvae import metrics
+from rdconfvae.evaluation import metrics
 
 log = logging.getLogger(__name__)
 

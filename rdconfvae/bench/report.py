@@ -83,11 +83,11 @@ def write_report(path: Path, task: str, summary: dict, info: dict) -> None:
         "`Chem.AddHs`; no reference coordinates reach a generator",
         "- CPU time: `time.process_time()` around each generator call, one thread, methods "
         "interleaved per molecule after one untimed warm-up call each; `+mmff` = base "
-        "conformers (reused from the same run) + `rdconfvae.refine.mmff_minimize` "
+        "conformers (reused from the same run) + `rdconfvae.forcefield.mmff.mmff_minimize` "
         "(MMFF94s, distance-dependent dielectric 4r, up to 5000 iterations; `+mmffgas`: "
         "constant dielectric 1, gas phase), both timed",
         "- RMSD: heavy atoms, symmetry-aware, optimal superposition without reflection "
-        "(`rdMolAlign.GetBestRMS` semantics, `rdconfvae.metrics`)",
+        "(`rdMolAlign.GetBestRMS` semantics, `rdconfvae.evaluation.metrics`)",
         f"- versions: {', '.join(f'{k} {v}' for k, v in info['versions'].items())}",
         f"- wall time of the whole run: {_f(info.get('wall_s'), '.0f')} s (evaluation CPU: "
         + ", ".join(f"{m} {sm[m].get('eval_cpu_s', 0.0):.0f} s" for m in methods)
@@ -148,7 +148,8 @@ def write_report(path: Path, task: str, summary: dict, info: dict) -> None:
     else:
         lines += [
             "Share of generated conformers passing PoseBusters' molecule checks (its `mol` "
-            "config and thresholds; `rdconfvae.metrics.posebusters_checks`, same pass/fail "
+            "config and thresholds; "
+            "`rdconfvae.evaluation.metrics.posebusters_checks`, same pass/fail "
             'as `PoseBusters(config="mol").bust` per conformer, with the energy-ratio '
             "reference ensemble of the input's InChI computed once per molecule: "
             f"{info.get('energy_references')} ensembles in this run, "

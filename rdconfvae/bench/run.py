@@ -8,9 +8,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from rdconfvae import metrics
 from rdconfvae.bench.methods import MethodRun, Runner, short_error
 from rdconfvae.bench.records import Record, input_mol
+from rdconfvae.evaluation import metrics
 
 
 def _evaluate(task: str, run: MethodRun, record: Record, args: argparse.Namespace) -> dict:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from rdconfvae import metrics
+from rdconfvae.evaluation import metrics
 
 
 def median(values: Sequence[float]) -> float | None:

@@ -1,5 +1,5 @@
 """Dask throughput: molecules per second in one process, on a ``LocalCluster`` per worker count
-and through the CLI (``python -m rdconfvae.dask bench``)."""
+and through the CLI (``python -m rdconfvae.integrations.dask bench``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rdconfvae.dask import embed_bag, prepare_worker, split_smiles
-from rdconfvae.pipeline import EmbedOptions, EmbedResult, embed_one
+from rdconfvae.batch.unit import EmbedOptions, EmbedResult, embed_one
+from rdconfvae.integrations.dask import embed_bag, prepare_worker, split_smiles
 
 __all__ = ["bench_throughput", "read_pairs", "report", "run_command"]
 
@@ -90,7 +90,7 @@ def bench_throughput(
     import dask.bag as dbag
     from distributed import Client, LocalCluster
 
-    from rdconfvae.modelstore import load_model
+    from rdconfvae.model.store import load_model
 
     options = EmbedOptions(n=n, **embed_options)
     mols = list(molecules)
@@ -252,7 +252,8 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
 
 
 def run_command(args: argparse.Namespace, command: str) -> int:
-    """``python -m rdconfvae.dask bench``: ``args`` as parsed by :func:`rdconfvae.dask.main`."""
+    """``python -m rdconfvae.integrations.dask bench``: ``args`` as parsed by
+    :func:`rdconfvae.integrations.dask.main`."""
     result = bench_throughput(
         read_pairs(Path(args.input)),
         args.n,

@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m rdconfvae.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command in ("build", "coverage"):
         # per-conformer MMFF convergence warnings: counted in the manifest / report instead
-        logging.getLogger("rdconfvae.refine").setLevel(logging.ERROR)
+        logging.getLogger("rdconfvae.forcefield.mmff").setLevel(logging.ERROR)
         try:
             return _build(args) if args.command == "build" else _coverage(args, argv)
         except (RdConfVAEError, ImportError, OSError) as exc:

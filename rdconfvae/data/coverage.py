@@ -28,11 +28,11 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdMolDescriptors
 
-from rdconfvae import metrics
 from rdconfvae.data.job import ordered_map
 from rdconfvae.data.recipe import embed_conformers, molecule_seed, prepare_molecule, refine_ensemble
 from rdconfvae.data.recipe_options import BuildOptions
 from rdconfvae.errors import RdConfVAEError
+from rdconfvae.evaluation import metrics
 
 __all__ = ["CoverageItem", "coverage_table", "measure_coverage", "write_coverage_report"]
 
@@ -119,7 +119,8 @@ def _median(values: Sequence[float | None]) -> float | None:
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per method: :func:`rdconfvae.metrics.pose_summary` (a failure counts as a miss), median
+    """Per method: :func:`rdconfvae.evaluation.metrics.pose_summary` (a failure counts as a
+    miss), median
     ensemble size and median CPU seconds per molecule."""
     out: dict[str, dict[str, Any]] = {}
     for m in METHODS:

@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 from rdkit import rdBase
 
-from rdconfvae import process_map
+from rdconfvae.batch import process_map
+from rdconfvae.batch.inputs import count_records, read_molecules
+from rdconfvae.batch.resumable_output import ResumableOutput, write_json_atomic
 from rdconfvae.data.readers import read_sdf_ensembles
 from rdconfvae.data.recipe import MoleculeResult, build_one
 from rdconfvae.data.recipe_options import ENERGY_PROP, STAT_KEYS, WEIGHT_PROP, BuildOptions
@@ -39,8 +41,6 @@ from rdconfvae.errors import (
     InvalidInputError,
 )
 from rdconfvae.hashing import sha256_file
-from rdconfvae.inputs import count_records, read_molecules
-from rdconfvae.resumable_output import ResumableOutput, write_json_atomic
 
 __all__ = [
     "build_file",
@@ -60,10 +60,10 @@ def _init_worker(parent: int) -> None:
     waiting on the task queue forever)."""
     from rdkit import RDLogger
 
-    from rdconfvae.workers import exit_with_parent
+    from rdconfvae.embedding.workers import exit_with_parent
 
     RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # absent from rdkit stubs
-    logging.getLogger("rdconfvae.refine").setLevel(logging.ERROR)
+    logging.getLogger("rdconfvae.forcefield.mmff").setLevel(logging.ERROR)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     exit_with_parent(parent)
 
@@ -71,7 +71,8 @@ def _init_worker(parent: int) -> None:
 def ordered_map(
     fn: Callable[..., Any], items: Iterable[Any], workers: int, *args: Any
 ) -> Iterator[Any]:
-    """:func:`rdconfvae.process_map.ordered_map` with the builder's worker start-up: RDKit quiet,
+    """:func:`rdconfvae.batch.process_map.ordered_map` with the builder's worker start-up:
+    RDKit quiet,
     no model loaded, the worker ends with its parent."""
     return process_map.ordered_map(
         fn, items, workers, *args, initializer=_init_worker, initargs=(os.getpid(),)
@@ -150,7 +151,7 @@ def build_file(
 
     Input: ``.smi`` (``SMILES name`` per line, ``#`` comments), ``.csv`` (``smiles`` and
     optional ``name`` columns) or ``.sdf[.gz]`` (graph and stereo of each record), read by
-    :func:`rdconfvae.inputs.read_molecules`; record indices count from 0 in file order.
+    :func:`rdconfvae.batch.inputs.read_molecules`; record indices count from 0 in file order.
 
     Args:
         input_path: the molecules.

@@ -38,19 +38,19 @@ from rdkit.Chem.EnumerateStereoisomers import (
 )
 from rdkit.rdBase import BlockLogs
 
-from rdconfvae import metrics
 from rdconfvae.data.readers import boltzmann_weights
 from rdconfvae.data.recipe_options import ENERGY_PROP, STAT_KEYS, WEIGHT_PROP, BuildOptions
 from rdconfvae.data.records import ALLOWED_ELEMENTS, MolRecord
 from rdconfvae.data.xtb import xtb_optimize
+from rdconfvae.embedding.prune import prune_indices
 from rdconfvae.errors import (
     EmbeddingFailedError,
     InvalidInputError,
     RdConfVAEError,
     UnsupportedMoleculeError,
 )
-from rdconfvae.prune import prune_indices
-from rdconfvae.refine import mmff_minimize
+from rdconfvae.evaluation import metrics
+from rdconfvae.forcefield.mmff import mmff_minimize
 
 __all__ = [
     "Ensemble",
@@ -233,7 +233,7 @@ def select_conformers(
 
     Conformer ``i`` is a candidate when ``energies[i] - min(energies) <= window``; walking the
     candidates from the lowest energy up, one is kept when its symmetry-aware RMSD to every
-    conformer kept so far is ``>= rms`` (:func:`rdconfvae.prune.prune_indices`).
+    conformer kept so far is ``>= rms`` (:func:`rdconfvae.embedding.prune.prune_indices`).
 
     Shapes:
         xyz: (K, N, 3) heavy-atom coordinates, Angstrom; matches: (M, N) symmetry matches;
@@ -277,7 +277,7 @@ def refine_ensemble(mol: Chem.Mol, options: BuildOptions) -> Ensemble:
     ids = [c.GetId() for c in work.GetConformers()]
     stats = dict.fromkeys(STAT_KEYS, 0)
     stats["embedded"] = len(ids)
-    with _quiet("rdconfvae.refine"), BlockLogs():
+    with _quiet("rdconfvae.forcefield.mmff"), BlockLogs():
         res = mmff_minimize(
             work,
             dielectric=options.dielectric,

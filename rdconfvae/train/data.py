@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdconfvae import featurize as fz
 from rdconfvae.errors import DataError, RdConfVAEError
+from rdconfvae.model import featurize as fz
 from rdconfvae.train.presets import Preset
 
 log = logging.getLogger(__name__)

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rdconfvae import featurize as fz
 from rdconfvae.errors import DataError
-from rdconfvae.export import check_export_dir, export_checkpoint
-from rdconfvae.model import ConfVAE, default_config
+from rdconfvae.model import featurize as fz
+from rdconfvae.model.export import check_export_dir, export_checkpoint
+from rdconfvae.model.network import ConfVAE, default_config
 from rdconfvae.train.data import (
     Example,
     check_exclusions,

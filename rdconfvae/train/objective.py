@@ -8,8 +8,8 @@ from typing import cast
 import numpy as np
 import torch
 
-from rdconfvae import solver
-from rdconfvae.model import ConfVAE
+from rdconfvae.geometry import solver
+from rdconfvae.model.network import ConfVAE
 from rdconfvae.train.data import Batch, Example, collate, dense_pairs
 from rdconfvae.train.presets import Preset
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rdconfvae import featurize as fz
+from rdconfvae.model import featurize as fz
 
 
 @dataclass
@@ -16,7 +16,7 @@ class Preset:
     trunk_layers: int = 3
     encoder_layers: int = 2
     decoder_layers: int = 2
-    # architecture options of rdconfvae.model (0: the v1 architecture); see its docstring
+    # architecture options of rdconfvae.model.network (0: the v1 architecture); see its docstring
     path_layers: int = 0
     path_iters: int = 1
     global_latent: int = 0

@@ -1,0 +1,1 @@
+"""Batch surfaces: input files, the unit of work, worker processes, resumable output."""

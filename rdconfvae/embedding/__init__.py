@@ -1,0 +1,1 @@
+"""Embedding one molecule: fragments, sampling, checks, fallback and the write-back, in order."""

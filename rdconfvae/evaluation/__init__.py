@@ -1,0 +1,1 @@
+"""Evaluation: RMSD, coverage and pose recovery, PoseBusters validity and energy ratios."""

@@ -1,0 +1,1 @@
+"""From distances to conformers: the solver, stereo, hydrogens and the geometry gate."""

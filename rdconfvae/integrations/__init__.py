@@ -1,0 +1,1 @@
+"""Integrations: pandas / KNIME tables and Dask clusters."""

@@ -1,0 +1,1 @@
+"""The ConfVAE model: featurization, network, TorchScript export and the verified weights store."""
