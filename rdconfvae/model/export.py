@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from rdconfvae.errors import WeightsError
 from rdconfvae.hashing import sha256_file
 from rdconfvae.model import featurize as fz
 from rdconfvae.model.network import ConfVAE
+from rdconfvae.model.store import CHECKOUT_WEIGHTS_DIR, installed_weights_dir
 
 __all__ = [
     "MODEL_FILE",
@@ -49,11 +49,10 @@ INFERENCE = {"temperature": 1.0, "solver_steps": 30}
 def shipped_weights_dirs() -> list[Path]:
     """The directories holding the package's own weights (resolved): the installed
     ``rdconfvae.weights`` package and, in a source checkout, its ``weights/`` folder."""
-    found = [Path(__file__).resolve().parents[2] / "weights"]
-    try:
-        found.append(Path(str(resources.files("rdconfvae.weights"))).resolve())
-    except ModuleNotFoundError:  # a source checkout on sys.path, not installed
-        pass
+    found = [CHECKOUT_WEIGHTS_DIR]
+    installed = installed_weights_dir()
+    if installed is not None:
+        found.append(installed.resolve())
     return [d for i, d in enumerate(found) if (d / MANIFEST_FILE).exists() and d not in found[:i]]
 
 

@@ -35,6 +35,8 @@ __all__ = [
     "load_model",
     "load_state_dict_model",
     "weights_dir",
+    "installed_weights_dir",
+    "CHECKOUT_WEIGHTS_DIR",
     "clear_cache",
     "loaded_count",
     "reset_lock_after_fork",
@@ -57,15 +59,25 @@ class LoadedModel:
         return int(self.manifest["model_config"]["latent"])
 
 
+#: The ``weights/`` folder of a source checkout (beside the ``rdconfvae/`` package).
+CHECKOUT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+
+
+def installed_weights_dir() -> Path | None:
+    """The installed package data ``rdconfvae.weights``; ``None`` in a source checkout on
+    ``sys.path`` that is not installed."""
+    try:
+        return Path(str(resources.files("rdconfvae.weights")))
+    except ModuleNotFoundError:
+        return None
+
+
 def weights_dir() -> Path:
     """Directory of the weights in use: ``$RDCONFVAE_WEIGHTS`` or the package's own."""
     env = os.environ.get("RDCONFVAE_WEIGHTS")
     if env:
         return Path(env)
-    try:
-        return Path(str(resources.files("rdconfvae.weights")))
-    except ModuleNotFoundError:  # a source checkout on sys.path, not installed
-        return Path(__file__).resolve().parents[2] / "weights"
+    return installed_weights_dir() or CHECKOUT_WEIGHTS_DIR
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
