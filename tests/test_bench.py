@@ -182,3 +182,39 @@ def test_threads_task_reports_identical_coordinates(tmp_path):
     assert res["summary"]["ok"] == 2
     assert res["summary"]["identical_coordinates"] == 2
     assert res["summary"]["total_wall_1_s"] > 0
+
+
+def test_speed_task_small_molecules(tmp_path):
+    argv = ["speed", "--parts", "small", "--repeats", "1", "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    report, res = read(tmp_path)
+    assert "python -m rdconfvae.bench speed" in report
+    assert [r["molecule"] for r in res["small"]] == list(bench.speed.SMALL_MOLECULES)
+    for row in res["small"]:
+        assert row["heavy_atoms"] == Chem.MolFromSmiles(row["smiles"]).GetNumAtoms()
+        assert row["rdconfvae_cpu_s"] > 0 and row["etkdg_cpu_s"] > 0
+        assert row["ratio"] == pytest.approx(row["rdconfvae_cpu_s"] / row["etkdg_cpu_s"])
+        assert f"| {row['molecule']} | {row['heavy_atoms']} |" in report
+    assert "first_call" not in res and "cli" not in res
+
+
+def test_speed_task_rejects_unknown_part(tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(["speed", "--parts", "small,warp", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        bench.main(["speed", "--parts", "small", "--repeats", "0", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_speed_task_first_call_and_cli(tmp_path):
+    argv = ["speed", "--parts", "first-call,cli", "--limit", "3", "--repeats", "1",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert bench.main(argv) == 0
+    report, res = read(tmp_path)
+    first = res["first_call"]
+    assert first["first_embed_wall_s"] > first["import_torch_wall_s"] > 0
+    cli = res["cli"]
+    assert cli["molecules"] == 3
+    for w in (1, 2):
+        assert cli[f"workers_{w}_molecules_per_s"] == pytest.approx(3 / cli[f"workers_{w}_wall_s"])
+    assert "2 workers against 1" in report

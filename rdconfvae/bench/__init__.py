@@ -6,6 +6,7 @@ Usage::
     python -m rdconfvae.bench ensembles --data dft_public.sdf.gz --methods etkdg,rdconfvae
     python -m rdconfvae.bench validity  --data PLATINUM.sdf.gz --methods etkdg,etkdg+mmff -n 10
     python -m rdconfvae.bench threads   --data PLATINUM.sdf.gz -n 50 --limit 40 --threads 2
+    python -m rdconfvae.bench speed     [--parts small,macrocycle,first-call,cli]
 
 Every method runs on the same molecules, interleaved per molecule, in one process, one
 thread. Each molecule's graph is rebuilt without 3D (canonical isomeric SMILES of the
@@ -41,12 +42,15 @@ Modules: :mod:`~rdconfvae.bench.records` (reading, sampling, the generator input
 :mod:`~rdconfvae.bench.methods` (the generators and the timed runner),
 :mod:`~rdconfvae.bench.run` (a run and its evaluation), :mod:`~rdconfvae.bench.summary`,
 :mod:`~rdconfvae.bench.report` (Markdown), :mod:`~rdconfvae.bench.plots`,
-:mod:`~rdconfvae.bench.threads` (the ``threads`` task), :mod:`~rdconfvae.bench.throughput`
+:mod:`~rdconfvae.bench.threads` (the ``threads`` task), :mod:`~rdconfvae.bench.speed` (the
+``speed`` task: small molecules, a macrolide with MMFF, the first call and the CLI, each
+beside RDKit or its own floor), :mod:`~rdconfvae.bench.throughput`
 (Dask throughput, ``python -m rdconfvae.integrations.dask bench``) and :mod:`~rdconfvae.bench.cli`.
 """
 
 from __future__ import annotations
 
+from rdconfvae.bench import speed
 from rdconfvae.bench.cli import TASKS, build_parser, main
 from rdconfvae.bench.methods import (
     BASE_METHODS,
@@ -76,5 +80,6 @@ __all__ = [
     "run_benchmark",
     "split_method",
     "summarize",
+    "speed",
     "main",
 ]

@@ -20,13 +20,14 @@ from rdconfvae.bench.plots import write_plots
 from rdconfvae.bench.records import load_records, select_records
 from rdconfvae.bench.report import cpu_model, package_versions, print_summary, write_report
 from rdconfvae.bench.run import run_benchmark
+from rdconfvae.bench.speed import DEFAULT_CLI_INPUT, PARTS, run_speed
 from rdconfvae.bench.summary import jsonable, summarize
 from rdconfvae.bench.threads import run_threads
 from rdconfvae.evaluation import metrics
 
 log = logging.getLogger(__name__)
 
-TASKS = ("platinum", "ensembles", "validity", "threads")
+TASKS = ("platinum", "ensembles", "validity", "threads", "speed")
 
 
 _SHARED = Path("..") / "shared" / "data"
@@ -35,9 +36,10 @@ DEFAULT_DATA = {
     "ensembles": _SHARED / "dft_ensembles" / "dft_public.sdf.gz",
     "validity": _SHARED / "platinum" / "platinum_public.sdf.gz",
     "threads": _SHARED / "platinum" / "platinum_public.sdf.gz",
+    "speed": DEFAULT_CLI_INPUT,
 }
 #: Default conformers per molecule (ensembles: None = twice the reference count).
-DEFAULT_N = {"platinum": 50, "ensembles": None, "validity": 10, "threads": 50}
+DEFAULT_N = {"platinum": 50, "ensembles": None, "validity": 10, "threads": 50, "speed": None}
 QUICK_LIMIT, QUICK_N = 30, 10
 
 
@@ -51,7 +53,8 @@ def build_parser(prog: str = "python -m rdconfvae.bench") -> argparse.ArgumentPa
         "--data",
         type=Path,
         default=None,
-        help="SDF(.gz) with reference conformers (default: ../shared/data/...)",
+        help="SDF(.gz) with reference conformers (default: ../shared/data/...); "
+        f"speed: the CLI's input (default: {DEFAULT_CLI_INPUT})",
     )
     p.add_argument(
         "--methods",
@@ -109,6 +112,14 @@ def build_parser(prog: str = "python -m rdconfvae.bench") -> argparse.ArgumentPa
     p.add_argument(
         "--threads", type=int, default=2, help="threads task: thread count compared with 1"
     )
+    p.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"speed task: comma-separated, from {', '.join(PARTS)} (default: all)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=3, help="speed task: repeats of each timing (median)"
+    )
     return p
 
 
@@ -146,7 +157,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m rdconfvae.
             print(f"error: {exc}", file=sys.stderr)
             return 2
     data = args.data or DEFAULT_DATA[args.task]
-    if not Path(data).exists():
+    parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    if args.task == "speed" and (set(parts) - set(PARTS) or args.repeats < 1):
+        parser.error(f"--parts takes {', '.join(PARTS)}; --repeats must be >= 1")
+    if (args.task != "speed" or "cli" in parts) and not Path(data).exists():
         print(f"error: data file not found: {data} (pass --data)", file=sys.stderr)
         return 2
     out = args.out or Path("benchmarks") / "results" / f"{args.task}-{_dt.date.today():%Y-%m-%d}"
@@ -154,6 +168,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m rdconfvae.
 
     if args.task == "threads":
         return run_threads(data, out, args, argv)
+    if args.task == "speed":
+        return run_speed(out, parts, args.seed, args.repeats, Path(data), args.limit, argv)
     t_start = time.perf_counter()
     records = load_records(data, args.task)
     selected = select_records(records, args.limit, args.sample)
