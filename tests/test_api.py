@@ -264,6 +264,25 @@ def test_secondary_amides_stay_planar():
         assert min(abs(abs(torsion) - 180.0), abs(torsion)) < 25.0
 
 
+def test_secondary_amides_come_out_trans():
+    """Acyclic secondary amides are held trans by the stereo repair, in the raw output too
+    (before, the model left some cis or near 90 degrees, where no polish turns them)."""
+    from rdkit.Chem import rdMolTransforms
+
+    patt = Chem.MolFromSmarts("[#6][CX3](=O)!@[NX3;H1][#6]")
+    for smiles in ("CC(=O)NCc1ccccc1", "CC(C)C[C@H](NC(=O)[C@H](Cc1ccccc1)NC(C)=O)C(=O)NC"):
+        for seed in range(1, 6):
+            mol = Chem.MolFromSmiles(smiles)
+            params = rdconfvae.EmbedParameters()
+            params.randomSeed = seed
+            params.polishIters = 0
+            ids = rdconfvae.EmbedMultipleConfs(mol, 20, params)
+            for a, b, _o, c, d in mol.GetSubstructMatches(patt):
+                for cid in ids:
+                    torsion = rdMolTransforms.GetDihedralDeg(mol.GetConformer(cid), a, b, c, d)
+                    assert abs(torsion) > 90.0, (smiles, seed, cid, torsion)  # trans side
+
+
 def test_mmff_energies_stored_and_converged():
     mol = _mol("CC(=O)Oc1ccccc1C(=O)O")
     ids = rdconfvae.embed(mol, n=4, seed=3, mmff=True)

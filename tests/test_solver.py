@@ -169,3 +169,19 @@ def test_written_out_stress_gradient_equals_autograd():
     v2, g2 = solver._stress_and_grad(x.double(), d.double(), wm.double())
     assert torch.allclose(value, v2, atol=1e-10)
     assert torch.allclose(grad, g2, atol=1e-10)
+
+
+def test_stereo_repair_treats_each_conformer_on_its_own():
+    """The stereo repair of one conformer does not depend on the others in its chunk (the
+    worker count changes the chunks' company, not the coordinates), and it fixes the
+    mirrored centre of every conformer."""
+    x, d, w, mask = _noisy_problem()
+    idx = torch.tensor([[0, 1, 2, 3]])
+    sign = -torch.sign(solver.signed_volumes(x, idx))[:, 0]  # every conformer's mirror hand
+    none = (torch.zeros(0, 4, dtype=torch.long), torch.zeros(6, 0))
+    batch = solver.stereo_penalty_refine(x, d, w, mask, idx, sign[:, None], *none)
+    alone = solver.stereo_penalty_refine(
+        x[2:3], d[2:3], w[2:3], mask[2:3], idx, sign[2:3, None], none[0], none[1][2:3]
+    )
+    assert (solver.signed_volumes(batch, idx)[:, 0] * sign > 0).all()
+    assert torch.allclose(batch[2], alone[0], atol=1e-5)

@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> dict:
         from rdconfvae.forcefield import mmff as refine
 
         refine.POLISH_NONBONDED_CUTOFF = float(args.cutoff)
+    if args.repair_iters is not None:  # the second polish, after the geometry repair
+        from rdconfvae.embedding import engine
+
+        engine.REPAIR_POLISH_ITERS = int(args.repair_iters)
     mols = select(Path(args.data), args.per_bin)
     iters = args.iters.split(",")
     rdconfvae.embed(Chem.MolFromSmiles("CCO"), n=2, seed=1)  # model load, not timed
@@ -111,6 +115,7 @@ def run(args: argparse.Namespace) -> dict:
         "n": args.n,
         "seed": args.seed,
         "cutoff": args.cutoff,
+        "repair_iters": args.repair_iters,
         "rows": rows,
     }
 
@@ -148,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="the polish's van der Waals cutoff at its start, A (default: the package's)",
+    )
+    ap.add_argument(
+        "--repair-iters",
+        type=int,
+        default=None,
+        help="polish steps after the geometry repair (default: the package's)",
     )
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     ap.add_argument("--table", action="store_true", help="print the table of --out and stop")

@@ -19,8 +19,6 @@ Padded atoms have ``mask == 0``, zero weights and stay at the origin.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from rdconfvae.geometry import minimizers
@@ -226,45 +224,62 @@ def stereo_penalty_refine(
     """
     w = (weight * _pair_mask(mask)).detach()
     d = dist.detach()
-    norm = w.sum((-1, -2)).clamp(min=_EPS)
+    scale = 10.0 / w.sum((-1, -2)).clamp(min=_EPS)  # the stress per unit weight, x 10
+
+    def hinge(y: torch.Tensor, c_sign: torch.Tensor, d_sign: torch.Tensor) -> torch.Tensor:
+        """(R,) hinge penalty on the wrong and weak centres and double bonds."""
+        out = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
+        if chiral_idx.shape[0]:
+            vol = signed_volumes(y, chiral_idx) * c_sign
+            out = out + torch.relu(volume_margin - vol).pow(2).sum(-1)
+        if dbl_idx.shape[0]:
+            cos = cis_trans_cos(y, dbl_idx) * d_sign
+            out = out + 10.0 * torch.relu(cos_margin - cos).pow(2).sum(-1)
+        return out
 
     def objective(
         y: torch.Tensor, rows: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(R,) scaled stress and (R,) hinge penalty of the conformers ``rows`` (None: all)."""
-        dd, ww, mm, nn = (
-            (d, w, mask, norm) if rows is None else (d[rows], w[rows], mask[rows], norm[rows])
-        )
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Values (R,), gradients (R, N, 3) and hinge penalties (R,) of the conformers
+        ``rows`` (None: all). The stress gradient is written out
+        (:func:`_stress_and_grad`); autograd runs only on the few hinge terms, and only
+        when one is active."""
+        sel = slice(None) if rows is None else rows
         # the declared signs are (C,) / (S,), or (M, C) / (M, S) when each conformer has
         # its own (unspecified stereo): then they follow the rows too
-        c_sign = chiral_sign if rows is None or chiral_sign.dim() < 2 else chiral_sign[rows]
-        d_sign = dbl_cis if rows is None or dbl_cis.dim() < 2 else dbl_cis[rows]
-        hinge = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
-        if chiral_idx.shape[0]:
-            vol = signed_volumes(y, chiral_idx) * c_sign
-            hinge = hinge + torch.relu(volume_margin - vol).pow(2).sum(-1)
-        if dbl_idx.shape[0]:
-            cos = cis_trans_cos(y, dbl_idx) * d_sign
-            hinge = hinge + 10.0 * torch.relu(cos_margin - cos).pow(2).sum(-1)
-        return stress(y, dd, ww, mm) / nn * 10.0, hinge
+        c_sign = chiral_sign if chiral_sign.dim() < 2 else chiral_sign[sel]
+        d_sign = dbl_cis if dbl_cis.dim() < 2 else dbl_cis[sel]
+        value, grad = _stress_and_grad(y, d[sel], w[sel])
+        value = value * scale[sel]
+        grad = grad * scale[sel][:, None, None]
+        with torch.no_grad():
+            pen = hinge(y, c_sign, d_sign)
+        if bool((pen > 0).any()):
+            with torch.enable_grad():
+                z = y.detach().requires_grad_(True)
+                (g_pen,) = torch.autograd.grad(hinge(z, c_sign, d_sign).sum(), z)
+            grad = grad + g_pen
+        return value + pen, grad, pen
 
     def adam_grad(y: torch.Tensor, step: int) -> torch.Tensor | None:
-        with torch.enable_grad():
-            z = y.detach().requires_grad_(True)
-            loss, hinge = objective(z)
-            if step > 0 and step % check_every == 0 and not bool((hinge > 0).any()):
-                return None
-            (g,) = torch.autograd.grad((loss + hinge).sum(), z)
-        return g
+        _value, grad, pen = objective(y)
+        if step > 0 and step % check_every == 0 and not bool((pen > 0).any()):
+            return None
+        return grad
 
     y = minimizers.adam(adam_grad, x.detach() * mask.unsqueeze(-1), steps, lr)
     if finish_iters > 0:
+        m, n, _ = y.shape
 
-        def per_conformer(z: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-            loss, hinge = objective(z, rows)
-            return loss + hinge
+        def per_conformer(
+            z: torch.Tensor, rows: torch.Tensor | None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            value, grad, _pen = objective(z.view(-1, n, 3), rows)
+            return value, grad.reshape(z.shape[0], -1)
 
-        y = _lbfgs(y, per_conformer, finish_iters)
+        y = minimizers.lbfgs(
+            per_conformer, y.reshape(m, -1), finish_iters, grad_tol=1e-6, rel_tol=1e-6
+        ).view(m, n, 3)
     return y.detach() * mask.unsqueeze(-1)
 
 
@@ -391,24 +406,3 @@ def _stress_and_grad(
     c = 2.0 * weight * res / cur
     grad = c.sum(-1, keepdim=True) * x - c @ x
     return value, grad
-
-
-def _lbfgs(
-    x: torch.Tensor,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
-    iters: int,
-) -> torch.Tensor:
-    """Up to ``iters`` L-BFGS iterations of :func:`rdconfvae.geometry.minimizers.lbfgs` on each
-    conformer's ``loss_fn(z, rows)`` (values (R,) of conformers ``rows``, None: all),
-    gradients by autograd; x (M, N, 3) is not modified (inference only)."""
-    m, n, _ = x.shape
-
-    def fun(z: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():
-            y = z.view(-1, n, 3).detach().requires_grad_(True)
-            value = loss_fn(y, rows)
-            (g,) = torch.autograd.grad(value.sum(), y)
-        return value.detach(), g.reshape(z.shape[0], -1)
-
-    out = minimizers.lbfgs(fun, x.detach().reshape(m, -1), iters, grad_tol=1e-6, rel_tol=1e-6)
-    return out.view(m, n, 3)
