@@ -266,7 +266,7 @@ def test_secondary_amides_stay_planar():
 
 def test_secondary_amides_come_out_trans():
     """Acyclic secondary amides are held trans by the stereo repair, in the raw output too
-    (before, the model left some cis or near 90 degrees, where no polish turns them)."""
+    (before, the sampler left some on the cis side)."""
     from rdkit.Chem import rdMolTransforms
 
     patt = Chem.MolFromSmarts("[#6][CX3](=O)!@[NX3;H1][#6]")

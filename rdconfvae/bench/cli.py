@@ -20,7 +20,7 @@ from rdconfvae.bench.plots import write_plots
 from rdconfvae.bench.records import load_records, select_records
 from rdconfvae.bench.report import cpu_model, package_versions, print_summary, write_report
 from rdconfvae.bench.run import run_benchmark
-from rdconfvae.bench.speed import DEFAULT_CLI_INPUT, PARTS, run_speed
+from rdconfvae.bench.speed import DEFAULT_CLI_INPUT, PARTS, check_options, run_speed
 from rdconfvae.bench.summary import jsonable, summarize
 from rdconfvae.bench.threads import run_threads
 from rdconfvae.evaluation import metrics
@@ -158,8 +158,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m rdconfvae.
             return 2
     data = args.data or DEFAULT_DATA[args.task]
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
-    if args.task == "speed" and (set(parts) - set(PARTS) or args.repeats < 1):
-        parser.error(f"--parts takes {', '.join(PARTS)}; --repeats must be >= 1")
+    if args.task == "speed":
+        try:
+            check_options(parts, args.repeats)
+        except ValueError as exc:
+            parser.error(str(exc))
     if (args.task != "speed" or "cli" in parts) and not Path(data).exists():
         print(f"error: data file not found: {data} (pass --data)", file=sys.stderr)
         return 2

@@ -42,7 +42,7 @@ from rdconfvae.bench.methods import run_etkdg
 from rdconfvae.bench.report import cpu_model, package_versions
 from rdconfvae.bench.summary import jsonable
 
-__all__ = ["PARTS", "SMALL_MOLECULES", "ERYTHROMYCIN", "run_speed"]
+__all__ = ["PARTS", "SMALL_MOLECULES", "ERYTHROMYCIN", "check_options", "run_speed"]
 
 PARTS = ("small", "macrocycle", "first-call", "cli")
 DEFAULT_CLI_INPUT = Path("examples") / "library_200.smi"
@@ -62,6 +62,15 @@ _FIRST_CALL = (
     "import rdconfvae; from rdkit import Chem; "
     "rdconfvae.embed(Chem.MolFromSmiles('CC(=O)Nc1ccc(O)cc1'), n=10, seed=1)"
 )
+
+
+def check_options(parts: Sequence[str], repeats: int) -> None:
+    """ValueError unless every part is one of :data:`PARTS` and ``repeats >= 1``."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown speed part(s) {unknown}; choose from {', '.join(PARTS)}")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
 
 
 def _cpu(fn: Callable[..., object], *args: Any, **kwargs: Any) -> float:
@@ -252,11 +261,7 @@ def run_speed(
 
     import rdconfvae
 
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown:
-        raise ValueError(f"unknown speed part(s) {unknown}; choose from {', '.join(PARTS)}")
-    if repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    check_options(parts, repeats)
     t0 = time.perf_counter()
     torch.set_num_threads(1)
     rdconfvae.embed(Chem.MolFromSmiles("CCO"), n=2, seed=seed)  # model load, not timed
