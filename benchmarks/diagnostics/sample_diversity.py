@@ -26,7 +26,11 @@ benchmark molecule. Scores: best heavy-atom RMSD of the n conformers to the CCD
 conformation (median, share below 1 A), CPU per conformer, and the paired change of each
 arm against ``iid`` (share below 1 A, mean RMSD) with a bootstrap 95 % interval over
 molecules. ``--table`` prints the markdown of a saved run (shards of one run joined by
-``--out a.json,b.json``).
+``--out a.json,b.json``; runs of other arms or seeds on the same molecules too, with
+``--arms`` naming the arms they all hold). ``--distinct`` asks the question behind the
+arms instead: how many of the n conformers the default output returns are distinct at
+0.5 A (greedy pruning, symmetry-aware heavy-atom RMSD), against ETKDGv3 on the same
+molecules.
 """
 
 from __future__ import annotations
@@ -199,6 +203,90 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def distinct_count(d: np.ndarray, cutoff: float = 0.5) -> int:
+    """Conformers kept by greedy pruning at ``cutoff`` (A) of the RMSD matrix ``d`` (K, K):
+    in order, each is kept unless it lies within ``cutoff`` of one already kept (RDKit's
+    ``pruneRmsThresh`` rule, and CONFORGE's 0.5 A)."""
+    kept: list[int] = []
+    for i in range(d.shape[0]):
+        if all(d[i, j] >= cutoff for j in kept):
+            kept.append(i)
+    return len(kept)
+
+
+def distinct(args: argparse.Namespace) -> dict:
+    """Near-duplicates among the n returned conformers: the default output against ETKDGv3.
+
+    Per molecule: the number of conformers that survive pruning at 0.5 A (symmetry-aware
+    heavy-atom RMSD after alignment), the share of conformer pairs closer than 0.5 A, and
+    the median pair RMSD; the same seed and molecules for both methods.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import rdDistGeom
+
+    import rdconfvae
+    from rdconfvae.evaluation.metrics import rmsd_matrix
+
+    torch.set_num_threads(1)
+    n = int(args.n.split(",")[-1])
+    part, parts = (int(v) for v in args.shard.split("/"))
+    rows: dict[str, list[dict]] = {"rdconfvae": [], "ETKDGv3": []}
+    for code, ref, n_rot in select(Path(args.data), args.per_bin)[part::parts]:
+        smiles = Chem.MolToSmiles(Chem.RemoveHs(ref))
+        for method in rows:
+            mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+            if method == "rdconfvae":
+                params = rdconfvae.EmbedParameters()
+            else:
+                params = rdDistGeom.ETKDGv3()
+                params.numThreads = 1
+            params.randomSeed = args.seed
+            ids = list(
+                rdconfvae.EmbedMultipleConfs(mol, n, params)
+                if method == "rdconfvae"
+                else rdDistGeom.EmbedMultipleConfs(mol, n, params)
+            )
+            if len(ids) < 2:
+                continue
+            d = np.asarray(rmsd_matrix(mol, mol))
+            pairs = d[np.triu_indices(len(ids), 1)]
+            rows[method].append(
+                {
+                    "code": code,
+                    "rot": n_rot,
+                    "confs": len(ids),
+                    "distinct": distinct_count(d),
+                    "dup_pairs": float(np.mean(pairs < 0.5)),
+                    "pair_median": float(np.median(pairs)),
+                }
+            )
+        print(code, n_rot, {m: rs[-1]["distinct"] for m, rs in rows.items() if rs}, flush=True)
+    return {"command": " ".join(sys.argv), "seed": args.seed, "n": n, "rows": rows}
+
+
+def distinct_table(result: dict) -> str:
+    lines = [
+        f"`{result['command']}`",
+        "",
+        f"| method | molecules | distinct of {result['n']} at 0.5 A, median "
+        "(by rotatable bonds: "
+        + ", ".join(f"{lo}-{hi}" if hi < 10_000 else f"{lo}+" for lo, hi in ROT_BINS)
+        + ") | pairs closer than 0.5 A | median pair RMSD (A) |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for method, rs in result["rows"].items():
+        by_bin = []
+        for lo, hi in ROT_BINS:
+            sub = [r["distinct"] for r in rs if lo <= r["rot"] <= hi]
+            by_bin.append(f"{np.median(sub):.0f}" if sub else "-")
+        lines.append(
+            f"| {method} | {len(rs)} | {np.median([r['distinct'] for r in rs]):.0f} "
+            f"({', '.join(by_bin)}) | {100 * np.mean([r['dup_pairs'] for r in rs]):.1f} % | "
+            f"{np.median([r['pair_median'] for r in rs]):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def _paired(base: np.ndarray, arm: np.ndarray, codes: list[str], rng: np.random.Generator) -> str:
     """Change of the share below 1 A (points) with a bootstrap 95 % interval over molecules.
 
@@ -214,17 +302,18 @@ def _paired(base: np.ndarray, arm: np.ndarray, codes: list[str], rng: np.random.
     return f"{100 * diff.mean():+.1f} ({100 * lo:+.1f}..{100 * hi:+.1f})"
 
 
-def merged(results: list[dict]) -> dict:
+def merged(results: list[dict], arms: tuple[str, ...] = ARMS) -> dict:
     """One result from the shards of a run (``--shard i/k``), rows joined in shard order.
 
     Runs of other arms or seeds on the same molecules join too: give every arm's shards and
-    seeds in the same order.
+    seeds in the same order; ``arms`` keeps those arms only (each must be in every run).
     """
     out = dict(results[0], rows={})
     out["command"] = " ; ".join(r["command"] for r in results)
     for r in results:
         for k, rs in r["rows"].items():
-            out["rows"].setdefault(k, []).extend(rs)
+            if k.split("@")[0] in arms:
+                out["rows"].setdefault(k, []).extend(rs)
     for n in {k.split("@")[1] for k in out["rows"]}:
         at_n = [rs for k, rs in out["rows"].items() if k.split("@")[1] == n]
         codes = {tuple(r["code"] for r in rs) for rs in at_n}
@@ -280,14 +369,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", type=int, default=4, help="candidates per kept latent")
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--distinct",
+        action="store_true",
+        help="count near-duplicates of the default output and ETKDGv3 at the last -n instead",
+    )
     ap.add_argument("--shard", default="0/1", help="i/k: every k-th molecule from the i-th")
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     ap.add_argument(
         "--table", action="store_true", help="print the table of --out (comma-separated shards)"
     )
     args = ap.parse_args(argv)
+    if args.distinct:
+        if args.table:
+            runs = [json.loads(Path(p).read_text()) for p in args.out.split(",")]
+            joined = dict(runs[0], command=" ; ".join(r["command"] for r in runs))
+            joined["rows"] = {m: [x for r in runs for x in r["rows"][m]] for m in runs[0]["rows"]}
+            print(distinct_table(joined))
+            return 0
+        result = distinct(args)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(distinct_table(result))
+        return 0
     if args.table:
-        print(table(merged([json.loads(Path(p).read_text()) for p in args.out.split(",")])))
+        runs = [json.loads(Path(p).read_text()) for p in args.out.split(",")]
+        print(table(merged(runs, tuple(args.arms.split(",")))))
         return 0
     result = run(args)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
