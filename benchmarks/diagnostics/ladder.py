@@ -7,7 +7,11 @@ way, so each rung gives a learning curve (reconstruction against training steps)
     python benchmarks/diagnostics/ladder.py train --name vae
     python benchmarks/diagnostics/ladder.py train --name ae --mode ae
     python benchmarks/diagnostics/ladder.py train --name path2 --model path_layers=2
+    python benchmarks/diagnostics/ladder.py train --name NAME --steps 3000 --lr-decay 600
     python benchmarks/diagnostics/ladder.py table > benchmarks/diagnostics/ladder.md
+
+The learning rate is constant (Adam 1e-3) unless ``--lr-decay STEP`` cosine-decays it from
+STEP to a tenth at ``--steps``.
 
 Evaluation molecules come from the CCD validation split, never from the 400 that
 ``rdconfvae.train`` uses to select checkpoints (seed ``preset.seed + 1``, as
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import asdict
@@ -230,6 +235,12 @@ def _rmsd(dist: torch.Tensor, log_sigma: torch.Tensor, g: fz.MolGraph, ref: torc
     return [float(v) for v in rmsd]
 
 
+def decayed_lr(lr: float, step: int, start: int, end: int) -> float:
+    """Cosine decay of the learning rate from ``lr`` at ``start`` to ``lr / 10`` at ``end``."""
+    frac = min(max((step - start) / max(end - start, 1), 0.0), 1.0)
+    return lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * frac)))
+
+
 def train_rung(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     preset = Preset(
@@ -276,6 +287,7 @@ def train_rung(args: argparse.Namespace) -> int:
             "steps": state["step"],
             "elapsed_s": state["elapsed_s"],
             "finished": final,
+            "lr_decay_from": args.lr_decay,
             "curve": state["curve"],
             "train": state["train"],
         }
@@ -307,6 +319,9 @@ def train_rung(args: argparse.Namespace) -> int:
             eps = torch.zeros_like(eps)
         batch = collate(examples)
         loss, parts = batch_loss(model, batch, preset, eps)
+        if args.lr_decay is not None:
+            for group in opt.param_groups:
+                group["lr"] = decayed_lr(preset.lr, state["step"], args.lr_decay, args.steps)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -431,6 +446,13 @@ def main() -> int:
     tr.add_argument("--eval-every", type=int, default=50)
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--resume", action="store_true")
+    tr.add_argument(
+        "--lr-decay",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="cosine-decay the learning rate from STEP to a tenth of it at --steps",
+    )
     ref = sub.add_parser("reference", help="score the shipped weights (no training)")
     ref.add_argument("--name", default="shipped-v1")
     sub.add_parser("table", help="markdown table of every rung's JSON")
