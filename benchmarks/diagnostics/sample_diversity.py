@@ -153,6 +153,16 @@ def patched_sample_fragment(choose: Callable) -> Callable:
     return sample_fragment
 
 
+def shard_molecules(args: argparse.Namespace) -> list[tuple[str, object, int]]:
+    """(code, CCD conformation, rotatable bonds) of this ``--shard`` of the selection."""
+    part, parts = (int(v) for v in args.shard.split("/"))
+    return select(Path(args.data), args.per_bin)[part::parts]
+
+
+def bin_label(lo: int, hi: int) -> str:
+    return f"{lo}-{hi}" if hi < 10_000 else f"{lo}+"
+
+
 def run(args: argparse.Namespace) -> dict:
     from rdkit import Chem
 
@@ -167,8 +177,7 @@ def run(args: argparse.Namespace) -> dict:
         for arm in args.arms.split(",")
     }
     sizes = [int(v) for v in args.n.split(",")]
-    part, parts = (int(v) for v in args.shard.split("/"))
-    mols = select(Path(args.data), args.per_bin)[part::parts]
+    mols = shard_molecules(args)
     rdconfvae.embed(Chem.MolFromSmiles("CCO"), n=2, seed=1)  # model load, not timed
     rows: dict[str, list[dict]] = {f"{arm}@{n}": [] for n in sizes for arm in samplers}
     for code, ref, n_rot in mols:
@@ -229,23 +238,18 @@ def distinct(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(1)
     n = int(args.n.split(",")[-1])
-    part, parts = (int(v) for v in args.shard.split("/"))
     rows: dict[str, list[dict]] = {"rdconfvae": [], "ETKDGv3": []}
-    for code, ref, n_rot in select(Path(args.data), args.per_bin)[part::parts]:
+    for code, ref, n_rot in shard_molecules(args):
         smiles = Chem.MolToSmiles(Chem.RemoveHs(ref))
         for method in rows:
             mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
             if method == "rdconfvae":
-                params = rdconfvae.EmbedParameters()
+                params, embed = rdconfvae.EmbedParameters(), rdconfvae.EmbedMultipleConfs
             else:
-                params = rdDistGeom.ETKDGv3()
+                params, embed = rdDistGeom.ETKDGv3(), rdDistGeom.EmbedMultipleConfs
                 params.numThreads = 1
             params.randomSeed = args.seed
-            ids = list(
-                rdconfvae.EmbedMultipleConfs(mol, n, params)
-                if method == "rdconfvae"
-                else rdDistGeom.EmbedMultipleConfs(mol, n, params)
-            )
+            ids = list(embed(mol, n, params))
             if len(ids) < 2:
                 continue
             d = np.asarray(rmsd_matrix(mol, mol))
@@ -270,7 +274,7 @@ def distinct_table(result: dict) -> str:
         "",
         f"| method | molecules | distinct of {result['n']} at 0.5 A, median "
         "(by rotatable bonds: "
-        + ", ".join(f"{lo}-{hi}" if hi < 10_000 else f"{lo}+" for lo, hi in ROT_BINS)
+        + ", ".join(bin_label(lo, hi) for lo, hi in ROT_BINS)
         + ") | pairs closer than 0.5 A | median pair RMSD (A) |",
         "|---|---:|---|---:|---:|",
     ]
@@ -322,6 +326,13 @@ def merged(results: list[dict], arms: tuple[str, ...] = ARMS) -> dict:
     return out
 
 
+def merged_distinct(results: list[dict]) -> dict:
+    """One ``--distinct`` result from its shards, rows joined in shard order."""
+    out = dict(results[0], command=" ; ".join(r["command"] for r in results))
+    out["rows"] = {m: [x for r in results for x in r["rows"][m]] for m in results[0]["rows"]}
+    return out
+
+
 def table(result: dict) -> str:
     rng = np.random.default_rng(0)
     rows = result["rows"]
@@ -349,7 +360,7 @@ def table(result: dict) -> str:
             f"{100 * np.mean(rmsd < 1.0):.1f} % | {change} | {dmean} |"
         )
     lines += ["", "Below 1 A by rotatable bonds:", ""]
-    head = " | ".join(f"{lo}-{hi}" if hi < 10_000 else f"{lo}+" for lo, hi in ROT_BINS)
+    head = " | ".join(bin_label(lo, hi) for lo, hi in ROT_BINS)
     lines += [f"| arm | n | {head} |", "|---|---:|" + "---:|" * len(ROT_BINS)]
     for key, rs in rows.items():
         arm, n = key.split("@")
@@ -381,23 +392,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.distinct:
-        if args.table:
-            runs = [json.loads(Path(p).read_text()) for p in args.out.split(",")]
-            joined = dict(runs[0], command=" ; ".join(r["command"] for r in runs))
-            joined["rows"] = {m: [x for r in runs for x in r["rows"][m]] for m in runs[0]["rows"]}
-            print(distinct_table(joined))
-            return 0
-        result = distinct(args)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        print(distinct_table(result))
-        return 0
+        measure, show, join = distinct, distinct_table, merged_distinct
+    else:
+        arms = tuple(args.arms.split(","))
+        measure, show, join = run, table, lambda runs: merged(runs, arms)
     if args.table:
-        runs = [json.loads(Path(p).read_text()) for p in args.out.split(",")]
-        print(table(merged(runs, tuple(args.arms.split(",")))))
+        print(show(join([json.loads(Path(p).read_text()) for p in args.out.split(",")])))
         return 0
-    result = run(args)
+    result = measure(args)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(table(result))
+    print(show(result))
     return 0
 
 
