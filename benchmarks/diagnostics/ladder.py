@@ -8,10 +8,13 @@ way, so each rung gives a learning curve (reconstruction against training steps)
     python benchmarks/diagnostics/ladder.py train --name ae --mode ae
     python benchmarks/diagnostics/ladder.py train --name path2 --model path_layers=2
     python benchmarks/diagnostics/ladder.py train --name NAME --steps 3000 --lr-decay 600
+    python benchmarks/diagnostics/ladder.py train --name fit-ae --mode ae --overfit 32
     python benchmarks/diagnostics/ladder.py table > benchmarks/diagnostics/ladder.md
 
 The learning rate is constant (Adam 1e-3) unless ``--lr-decay STEP`` cosine-decays it from
-STEP to a tenth at ``--steps``.
+STEP to a tenth at ``--steps``. ``--overfit N`` is a capacity test: the rung trains on N
+training molecules per rotatable-bond bin and is scored on those same molecules, so its curve
+says how closely decoder + solver can fit conformations they have seen, apart from generalisation.
 
 Evaluation molecules come from the CCD validation split, never from the 400 that
 ``rdconfvae.train`` uses to select checkpoints (seed ``preset.seed + 1``, as
@@ -82,22 +85,14 @@ def _parse_kv(items: list[str]) -> dict:
     return out
 
 
-def load_sets(
-    data: Path, preset: Preset, train_molecules: int, per_bin: int
-) -> tuple[list[Example], list[Example], list[int]]:
-    """Training subset, evaluation molecules and their rotatable-bond counts."""
+def _stratified(
+    pool: list, per_bin: int, preset: Preset, seed: int
+) -> tuple[list[Example], list[int]]:
+    """``per_bin`` featurized records of ``pool`` per rotatable-bond bin, in a seeded order."""
     from rdkit.Chem import rdMolDescriptors
 
-    records = load_records(data)
-    check_exclusions(records, names_are_ccd_codes=True)
-    train_recs = [r for r in records if r.split != "val"]
-    idx = np.random.default_rng(preset.seed).permutation(len(train_recs))[:train_molecules]
-    train_ex, _ = featurize_records([train_recs[i] for i in sorted(idx)], preset.max_heavy_atoms)
-    val = [r for r in records if r.split == "val"]
-    chosen = set(checkpoint_selection(len(val), preset))  # the trainer's, left out
-    pool = [r for i, r in enumerate(val) if i not in chosen]
-    order = np.random.default_rng(5).permutation(len(pool))
-    eval_ex: list[Example] = []
+    order = np.random.default_rng(seed).permutation(len(pool))
+    chosen: list[Example] = []
     rot: list[int] = []
     filled = dict.fromkeys(ROT_BINS, 0)
     for i in order:
@@ -110,9 +105,33 @@ def load_sets(
             continue
         ex, _ = featurize_records([pool[i]], preset.max_heavy_atoms)
         if ex:
-            eval_ex.append(ex[0])
+            chosen.append(ex[0])
             rot.append(n_rot)
             filled[key] += 1
+    return chosen, rot
+
+
+def load_sets(
+    data: Path, preset: Preset, train_molecules: int, per_bin: int, overfit: int = 0
+) -> tuple[list[Example], list[Example], list[int]]:
+    """Training subset, evaluation molecules and their rotatable-bond counts.
+
+    With ``overfit`` > 0 the training set is ``overfit`` training molecules per rotatable-bond
+    bin and the evaluation molecules are those same molecules (a capacity test: can the model
+    fit conformations it is trained on?).
+    """
+    records = load_records(data)
+    check_exclusions(records, names_are_ccd_codes=True)
+    train_recs = [r for r in records if r.split != "val"]
+    if overfit:
+        chosen, rot = _stratified(train_recs, overfit, preset, seed=7)
+        return chosen, chosen, rot
+    idx = np.random.default_rng(preset.seed).permutation(len(train_recs))[:train_molecules]
+    train_ex, _ = featurize_records([train_recs[i] for i in sorted(idx)], preset.max_heavy_atoms)
+    val = [r for r in records if r.split == "val"]
+    selected = set(checkpoint_selection(len(val), preset))  # the trainer's, left out
+    pool = [r for i, r in enumerate(val) if i not in selected]
+    eval_ex, rot = _stratified(pool, per_bin, preset, seed=5)
     return train_ex, eval_ex, rot
 
 
@@ -121,11 +140,15 @@ def cached_sets(
 ) -> tuple[list[Example], list[Example], list[int]]:
     """:func:`load_sets`, featurized once per (subset, bins, seed) and kept in the run dir."""
     key = f"sets-{args.train_molecules}-{args.per_bin}-{preset.seed}.pt"
+    if args.overfit:
+        key = f"sets-overfit-{args.overfit}.pt"
     path = Path(args.run_dir) / key
     if path.exists():
         blob = torch.load(path, weights_only=False)
         return blob["train"], blob["eval"], blob["rot"]
-    train_ex, eval_ex, rot = load_sets(args.data, preset, args.train_molecules, args.per_bin)
+    train_ex, eval_ex, rot = load_sets(
+        args.data, preset, args.train_molecules, args.per_bin, args.overfit
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"train": train_ex, "eval": eval_ex, "rot": rot}, path)
     return train_ex, eval_ex, rot
@@ -159,6 +182,7 @@ def reference(args: argparse.Namespace) -> int:
         "curve": [{"step": training["steps"], **scores}],
         "train": [],
         "reference": True,
+        "overfit_per_bin": args.overfit,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -288,6 +312,7 @@ def train_rung(args: argparse.Namespace) -> int:
             "elapsed_s": state["elapsed_s"],
             "finished": final,
             "lr_decay_from": args.lr_decay,
+            "overfit_per_bin": args.overfit,
             "curve": state["curve"],
             "train": state["train"],
         }
@@ -462,6 +487,14 @@ def main() -> int:
         p.add_argument("--per-bin", type=int, default=20)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--run-dir", default="runs/ladder")
+        p.add_argument(
+            "--overfit",
+            type=int,
+            default=0,
+            metavar="N",
+            help="capacity test: train on N training molecules per rotatable-bond bin and "
+            "score on those same molecules",
+        )
     args = ap.parse_args()
     if args.cmd == "train":
         return train_rung(args)
