@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rdconfvae.bench import ROT_BINS  # rotatable-bond bins (inclusive), the benchmarks' own
 from rdconfvae.geometry import solver
 from rdconfvae.model import featurize as fz
 from rdconfvae.model.network import ConfVAE, default_config
@@ -67,12 +68,10 @@ from rdconfvae.train import (
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "ladder"
-#: rotatable-bond bins (inclusive), as the issue's table
-ROT_BINS = ((0, 2), (3, 4), (5, 6), (7, 9), (10, 99))
 
 
 def _bin_name(lo: int, hi: int) -> str:
-    return f"{lo}+" if hi >= 99 else f"{lo}-{hi}"
+    return f"{lo}+" if hi == ROT_BINS[-1][1] else f"{lo}-{hi}"
 
 
 def _parse_kv(items: list[str]) -> dict:
