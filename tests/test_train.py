@@ -174,3 +174,81 @@ def test_architecture_options_train_export_and_embed(train_sdf, tmp_path, monkey
         assert 1.0 < float(((pos[3] - pos[4]) ** 2).sum() ** 0.5) < 1.6
     finally:
         modelstore.clear_cache()
+
+
+def test_cosine_schedule_and_autoencoder_warmup_resume_exactly(train_sdf, tmp_path, monkeypatch):
+    """The v2 recipe's options: an autoencoder warm-up (the first steps pay no KL cost for
+    the encoder, so the latent carries information from the start) and a per-step cosine
+    learning rate ending at lr * lr_final; a run stopped in the middle of an epoch (as by
+    SIGTERM) and resumed ends with the same parameters as an uninterrupted one, and the
+    learning rate is the schedule's."""
+    import math
+    import os
+    import signal
+
+    import torch
+
+    from rdconfvae.train import loop, train
+
+    opts = {"lr_schedule": "cosine", "lr_final": 0.1, "ae_warmup_steps": 3, "max_epochs": 2}
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(train_sdf, straight, "tiny", overrides=opts)
+    a = torch.load(straight / "last.ckpt", weights_only=True)
+    steps = json.loads(a["state"])["history"][-1]["step"]
+    assert steps > opts["ae_warmup_steps"] + 1
+    real_step, calls = loop.train_step, []
+
+    def stopping_step(*args, **kwargs):  # `kill -TERM` during the warm-up
+        calls.append(kwargs["autoencode"])
+        out = real_step(*args, **kwargs)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(loop, "train_step", stopping_step)
+    train(train_sdf, split, "tiny", overrides=opts)
+    monkeypatch.setattr(loop, "train_step", real_step)
+    assert calls == [True, True]
+    train(train_sdf, split, "tiny", resume=True, overrides=opts)
+    b = torch.load(split / "last.ckpt", weights_only=True)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    lr = a["optimizer"]["param_groups"][0]["lr"]
+    # the last step ran at (steps - 1) / steps of the anneal: just above lr * lr_final
+    expected = 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (steps - 1) / steps)))
+    assert lr == pytest.approx(expected, rel=1e-9)
+    assert 1e-4 < lr < 2e-4
+
+
+def test_autoencoder_steps_pay_no_encoder_kl():
+    """With ``autoencode`` the loss drops the encoder-side KL term: the same batch scores
+    lower by (1 - kl_balance) * max(KL, free bits), and an unknown schedule is refused."""
+    import numpy as np
+    import torch
+
+    from rdconfvae.model import featurize as fz
+    from rdconfvae.model.network import ConfVAE, default_config
+    from rdconfvae.train import PRESETS
+    from rdconfvae.train.data import collate, featurize_records
+    from rdconfvae.train.objective import batch_loss
+    from rdconfvae.train.presets import Preset
+
+    with pytest.raises(ValueError, match="lr_schedule"):
+        Preset(lr_schedule="linear")
+    preset = PRESETS["tiny"]
+    config = default_config(fz.ATOM_DIM, fz.PAIR_DIM)
+    config.update(hidden=preset.hidden, latent=preset.latent, trunk_layers=2)
+    torch.manual_seed(0)
+    model = ConfVAE(config)
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCOC(=O)c1ccccc1"))
+    AllChem.EmbedMolecule(mol, randomSeed=1)
+    from rdconfvae.data import MolRecord
+
+    record = MolRecord(name="m", mol=mol, weights=np.ones(1), energies=None, split="train")
+    examples, _ = featurize_records([record], preset.max_heavy_atoms)
+    batch = collate(examples)
+    eps = torch.zeros(examples[0].graph.num_atoms, preset.latent)
+    vae, parts = batch_loss(model, batch, preset, eps)
+    ae, _ = batch_loss(model, batch, preset, eps, autoencode=True)
+    cost = (1 - preset.kl_balance) * max(parts["kl"], preset.free_bits)
+    assert (vae - ae).item() == pytest.approx(cost, rel=1e-4)

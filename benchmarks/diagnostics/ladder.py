@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import asdict
@@ -65,6 +64,7 @@ from rdconfvae.train import (
     featurize_records,
     load_records,
 )
+from rdconfvae.train.objective import cosine_lr
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "ladder"
@@ -260,8 +260,7 @@ def _rmsd(dist: torch.Tensor, log_sigma: torch.Tensor, g: fz.MolGraph, ref: torc
 
 def decayed_lr(lr: float, step: int, start: int, end: int) -> float:
     """Cosine decay of the learning rate from ``lr`` at ``start`` to ``lr / 10`` at ``end``."""
-    frac = min(max((step - start) / max(end - start, 1), 0.0), 1.0)
-    return lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * frac)))
+    return cosine_lr(lr, (step - start) / max(end - start, 1), 0.1)
 
 
 def train_rung(args: argparse.Namespace) -> int:

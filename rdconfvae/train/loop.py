@@ -40,7 +40,7 @@ from rdconfvae.train.data import (
     featurize_records,
     load_records,
 )
-from rdconfvae.train.objective import train_step, validate
+from rdconfvae.train.objective import cosine_lr, train_step, validate
 from rdconfvae.train.presets import PRESETS, Preset, model_options
 from rdconfvae.train.state import TrainState, load_checkpoint, save_checkpoint
 
@@ -232,7 +232,11 @@ class Sitting:
         running: dict[str, float] = (state.running or {}) if state.position else {}
         state.running = running
         stopped_early = False
+        total_steps = preset.max_epochs * len(batches)
         for bi in range(state.position, len(batches)):
+            if preset.lr_schedule == "cosine":
+                for group in self.opt.param_groups:
+                    group["lr"] = cosine_lr(preset.lr, state.step / total_steps, preset.lr_final)
             parts = train_step(
                 self.net,
                 self.opt,
@@ -242,6 +246,7 @@ class Sitting:
                 self.dev,
                 rank,
                 world,
+                autoencode=state.step < preset.ae_warmup_steps,
             )
             state.step += 1
             state.position = bi + 1
@@ -295,7 +300,8 @@ class Sitting:
         )
         state.history.append(metrics)
         score = metrics["val_median_min_rmsd"]
-        self.sched.step(score)
+        if self.preset.lr_schedule == "plateau":
+            self.sched.step(score)
         log.info("epoch %d: %s", state.epoch, json.dumps(metrics))
         if score < state.best - 1e-4:
             state.best = score

@@ -14,13 +14,26 @@ from rdconfvae.train.data import Batch, Example, collate, dense_pairs
 from rdconfvae.train.presets import Preset
 
 
+def cosine_lr(lr: float, frac: float, final: float) -> float:
+    """Learning rate ``frac`` (0..1, clipped) of the way through a cosine anneal from ``lr``
+    to ``lr * final``."""
+    frac = min(max(frac, 0.0), 1.0)
+    return lr * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
 def batch_loss(
-    model: torch.nn.Module, batch: Batch, preset: Preset, eps: torch.Tensor
+    model: torch.nn.Module,
+    batch: Batch,
+    preset: Preset,
+    eps: torch.Tensor,
+    autoencode: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one batch (means over its molecules) and its parts as floats.
 
     ``model`` is a :class:`ConfVAE` or its DistributedDataParallel wrapper;
-    ``eps`` (N_atoms, latent) is the standard-normal noise of the posterior sample.
+    ``eps`` (N_atoms, latent) is the standard-normal noise of the posterior sample (zeros
+    for an autoencoder). ``autoencode`` drops the encoder's information cost (the prior-side
+    KL term stays, so the prior keeps learning the posterior).
     """
     mu, log_sigma, kl_prior, kl_post = model(
         batch.atom_feat,
@@ -49,9 +62,12 @@ def batch_loss(
     # KL balancing + free bits: the prior always learns to match the posterior; the encoder
     # is charged for information only beyond `free_bits` nats per atom, which keeps the
     # latent in use (without it, the KL fell to 0.004 nats/atom: one conformer per graph).
-    kl_loss = (
-        preset.kl_balance * kl_p + (1 - preset.kl_balance) * kl_q.clamp(min=preset.free_bits)
-    ).mean()
+    if autoencode:
+        kl_loss = (preset.kl_balance * kl_p).mean()
+    else:
+        kl_loss = (
+            preset.kl_balance * kl_p + (1 - preset.kl_balance) * kl_q.clamp(min=preset.free_bits)
+        ).mean()
     kl_mean = kl_q.mean()
 
     dist = torch.exp(mu)
@@ -85,8 +101,10 @@ def train_step(
     device: torch.device,
     rank: int = 0,
     world: int = 1,
+    autoencode: bool = False,
 ) -> dict[str, float]:
-    """One optimisation step on the global batch ``examples``.
+    """One optimisation step on the global batch ``examples`` (as an autoencoder: zero
+    noise, see :func:`batch_loss`, when ``autoencode``).
 
     With ``world`` processes (DistributedDataParallel), this rank takes
     ``examples[rank::world]``. Every rank draws the noise of the whole global batch
@@ -97,6 +115,8 @@ def train_step(
     """
     sizes = [ex.graph.num_atoms for ex in examples]
     eps_all = torch.randn(sum(sizes), unwrap(model).latent, generator=generator)
+    if autoencode:  # drawn all the same: the generator's sequence does not depend on it
+        eps_all.zero_()
     mine = list(range(rank, len(examples), world))
     if world > 1:
         starts = np.concatenate([[0], np.cumsum(sizes)])
@@ -104,7 +124,7 @@ def train_step(
     else:
         eps = eps_all
     batch = collate([examples[i] for i in mine]).to(device)
-    loss, parts = batch_loss(model, batch, preset, eps.to(device))
+    loss, parts = batch_loss(model, batch, preset, eps.to(device), autoencode)
     share = len(mine) / len(examples)
     opt.zero_grad()
     (loss * share * world).backward()  # DDP averages over ranks: sum_r share_r * grad_r
