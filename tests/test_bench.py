@@ -218,3 +218,9 @@ def test_speed_task_first_call_and_cli(tmp_path):
     for w in (1, 2):
         assert cli[f"workers_{w}_molecules_per_s"] == pytest.approx(3 / cli[f"workers_{w}_wall_s"])
     assert "2 workers against 1" in report
+
+
+def test_rotatable_bond_bins_are_named_as_the_tables_print_them():
+    from rdconfvae.bench import ROT_BINS, rot_bin_label
+
+    assert [rot_bin_label(lo, hi) for lo, hi in ROT_BINS] == ["0-2", "3-4", "5-6", "7-9", "10+"]

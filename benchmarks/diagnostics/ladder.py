@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdconfvae.bench import ROT_BINS  # rotatable-bond bins (inclusive), the benchmarks' own
+from rdconfvae.bench import ROT_BINS, rot_bin_label  # the benchmarks' own bins (inclusive)
 from rdconfvae.geometry import solver
 from rdconfvae.model import featurize as fz
 from rdconfvae.model.network import ConfVAE, default_config
@@ -68,10 +68,6 @@ from rdconfvae.train.objective import cosine_lr
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "ladder"
-
-
-def _bin_name(lo: int, hi: int) -> str:
-    return f"{lo}+" if hi == ROT_BINS[-1][1] else f"{lo}-{hi}"
 
 
 def _parse_kv(items: list[str]) -> dict:
@@ -212,7 +208,7 @@ def _summary(values: list[float], rot: list[int]) -> dict:
     for lo, hi in ROT_BINS:
         sel = (rot_arr >= lo) & (rot_arr <= hi)
         if sel.any():
-            out[_bin_name(lo, hi)] = stats(arr[sel])
+            out[rot_bin_label(lo, hi)] = stats(arr[sel])
     return out
 
 
@@ -384,7 +380,7 @@ def table(args: argparse.Namespace) -> int:
     rungs = [r for r in rungs if "curve" in r]
     order = notes.get("_order", [])
     rungs.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
-    bins = [_bin_name(lo, hi) for lo, hi in ROT_BINS]
+    bins = [rot_bin_label(lo, hi) for lo, hi in ROT_BINS]
     print("# Diagnostic ladder (issue 17, section 1)\n")
     print(notes.get("_intro", "") + "\n")
     print("## Final checkpoint of each rung\n")

@@ -49,6 +49,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from polish_iters import ROT_BINS, select  # noqa: E402
 
+from rdconfvae.bench import rot_bin_label  # noqa: E402
+
 ARMS = ("iid", "antithetic", "fps-eps", "fps-dist", "medoid-dist")
 
 
@@ -157,10 +159,6 @@ def shard_molecules(args: argparse.Namespace) -> list[tuple[str, object, int]]:
     """(code, CCD conformation, rotatable bonds) of this ``--shard`` of the selection."""
     part, parts = (int(v) for v in args.shard.split("/"))
     return select(Path(args.data), args.per_bin)[part::parts]
-
-
-def bin_label(lo: int, hi: int) -> str:
-    return f"{lo}-{hi}" if hi < 10_000 else f"{lo}+"
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -274,7 +272,7 @@ def distinct_table(result: dict) -> str:
         "",
         f"| method | molecules | distinct of {result['n']} at 0.5 A, median "
         "(by rotatable bonds: "
-        + ", ".join(bin_label(lo, hi) for lo, hi in ROT_BINS)
+        + ", ".join(rot_bin_label(lo, hi) for lo, hi in ROT_BINS)
         + ") | pairs closer than 0.5 A | median pair RMSD (A) |",
         "|---|---:|---|---:|---:|",
     ]
@@ -360,7 +358,7 @@ def table(result: dict) -> str:
             f"{100 * np.mean(rmsd < 1.0):.1f} % | {change} | {dmean} |"
         )
     lines += ["", "Below 1 A by rotatable bonds:", ""]
-    head = " | ".join(bin_label(lo, hi) for lo, hi in ROT_BINS)
+    head = " | ".join(rot_bin_label(lo, hi) for lo, hi in ROT_BINS)
     lines += [f"| arm | n | {head} |", "|---|---:|" + "---:|" * len(ROT_BINS)]
     for key, rs in rows.items():
         arm, n = key.split("@")

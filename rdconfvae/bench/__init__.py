@@ -60,7 +60,14 @@ from rdconfvae.bench.methods import (
     parse_methods,
     split_method,
 )
-from rdconfvae.bench.records import ROT_BINS, Record, input_mol, load_records, select_records
+from rdconfvae.bench.records import (
+    ROT_BINS,
+    Record,
+    input_mol,
+    load_records,
+    rot_bin_label,
+    select_records,
+)
 from rdconfvae.bench.run import run_benchmark
 from rdconfvae.bench.summary import summarize
 
@@ -70,6 +77,7 @@ __all__ = [
     "BASE_METHODS",
     "REFINERS",
     "ROT_BINS",
+    "rot_bin_label",
     "MethodError",
     "MethodRun",
     "build_parser",

@@ -124,6 +124,11 @@ def _group_conformers(mols: Sequence[Chem.Mol]) -> dict[str, Chem.Mol]:
     return groups
 
 
+def rot_bin_label(lo: int, hi: int) -> str:
+    """How the tables name the bin ``(lo, hi)`` of :data:`ROT_BINS`: "3-4", the last "10+"."""
+    return f"{lo}+" if hi == ROT_BINS[-1][1] else f"{lo}-{hi}"
+
+
 def _rot_bin(n_rot: int) -> int:
     for i, (lo, hi) in enumerate(ROT_BINS):
         if lo <= n_rot <= hi:
