@@ -48,4 +48,4 @@ class WeightsError(RdConfVAEError, RuntimeError):
 
 
 class DataError(RdConfVAEError, ValueError):
-    """A training or benchmark data file is malformed."""
+    """A training or benchmark data file is malformed, or a checkpoint does not fit the run."""

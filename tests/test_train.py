@@ -220,6 +220,64 @@ def test_cosine_schedule_and_autoencoder_warmup_resume_exactly(train_sdf, tmp_pa
     assert 1e-4 < lr < 2e-4
 
 
+def test_resume_refuses_a_checkpoint_of_another_recipe(train_sdf, tmp_path, capsys):
+    """A run carried across sittings must go on with the recipe it started with: resuming
+    under another learning-rate schedule, another rate, or (cosine) another schedule length
+    is refused with the differing fields named, and nothing is trained; the length of a
+    plateau run and the time budget may change (extending a stopped run)."""
+    import torch
+
+    from rdconfvae.train import train
+    from rdconfvae.train.presets import Preset, resume_conflicts
+
+    cosine = {"lr_schedule": "cosine", "max_epochs": 2}
+    run = tmp_path / "run"
+    train(train_sdf, run, "tiny", overrides=cosine)
+    before = (run / "last.ckpt").read_bytes()
+    with pytest.raises(DataError, match=r"lr: 0\.001 -> 0\.002"):
+        train(train_sdf, run, "tiny", resume=True, overrides={**cosine, "lr": 2e-3})
+    with pytest.raises(DataError, match="max_epochs: 2 -> 3"):
+        train(train_sdf, run, "tiny", resume=True, overrides={**cosine, "max_epochs": 3})
+    args = ["--preset", "tiny", "--data", str(train_sdf), "--out", str(run), "--resume"]
+    assert train_main(args) == 2  # the CLI: the tiny preset is a plateau run
+    assert "lr_schedule: 'cosine' -> 'plateau'" in capsys.readouterr().err
+    assert (run / "last.ckpt").read_bytes() == before
+    saved = json.loads(torch.load(run / "last.ckpt", weights_only=True)["preset"])
+    assert resume_conflicts(saved, Preset(**saved)) == []
+    # an older checkpoint lacks the newer fields: they had their defaults then
+    old = {k: v for k, v in saved.items() if k not in ("lr_schedule", "ae_warmup_steps")}
+    assert resume_conflicts(old, Preset(**old)) == []
+    # a plateau run may be extended; a cosine run's budget may change
+    plateau = {**saved, "lr_schedule": "plateau"}
+    assert resume_conflicts(plateau, Preset(**{**plateau, "max_epochs": 9})) == []
+    assert resume_conflicts(saved, Preset(**{**saved, "budget_hours": 3})) == []
+
+
+def test_carried_runs_resume_under_their_preset():
+    """Every run carried in ``benchmarks/training/PRESET/`` (docs/retraining.md) can go on:
+    its checkpoints hold the recipe of the preset it is named after, and their parameters
+    load into that preset's network. A change to a preset that a carried run still needs
+    fails here, not hours into a later sitting."""
+    from pathlib import Path
+
+    import torch
+
+    from rdconfvae.model.network import ConfVAE
+    from rdconfvae.train.presets import PRESETS, model_config, resume_conflicts
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "training"
+    runs = sorted(p for p in root.glob("*") if (p / "last.ckpt").exists())
+    for run in runs:
+        assert run.name in PRESETS, f"{run}: not named after a preset"
+        preset = PRESETS[run.name]
+        for name in ("last.ckpt", "best.ckpt"):
+            ckpt = torch.load(run / name, map_location="cpu", weights_only=True)
+            assert resume_conflicts(json.loads(ckpt["preset"]), preset) == [], run / name
+            config = model_config(preset)
+            assert json.loads(ckpt["config"]) == config, run / name
+            ConfVAE(config).load_state_dict(ckpt["model"])  # strict: same tensors
+
+
 def test_autoencoder_steps_pay_no_encoder_kl():
     """With ``autoencode`` the loss drops the encoder-side KL term: the same batch scores
     lower by (1 - kl_balance) * max(KL, free bits), and an unknown schedule is refused."""

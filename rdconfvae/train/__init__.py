@@ -44,7 +44,7 @@ from rdconfvae.train.data import (
 )
 from rdconfvae.train.loop import train
 from rdconfvae.train.objective import batch_loss, train_step, validate
-from rdconfvae.train.presets import PRESETS, Preset, model_options
+from rdconfvae.train.presets import PRESETS, Preset, model_config, model_options
 from rdconfvae.train.state import TrainState
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "featurize_records",
     "load_records",
     "main",
+    "model_config",
     "model_options",
     "train",
     "train_step",

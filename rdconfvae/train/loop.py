@@ -29,9 +29,8 @@ import torch
 from tqdm import tqdm
 
 from rdconfvae.errors import DataError
-from rdconfvae.model import featurize as fz
 from rdconfvae.model.export import check_export_dir, export_checkpoint
-from rdconfvae.model.network import ConfVAE, default_config
+from rdconfvae.model.network import ConfVAE
 from rdconfvae.train.data import (
     Example,
     check_exclusions,
@@ -41,8 +40,8 @@ from rdconfvae.train.data import (
     load_records,
 )
 from rdconfvae.train.objective import cosine_lr, train_step, validate
-from rdconfvae.train.presets import PRESETS, Preset, model_options
-from rdconfvae.train.state import TrainState, load_checkpoint, save_checkpoint
+from rdconfvae.train.presets import PRESETS, Preset, model_config, resume_conflicts
+from rdconfvae.train.state import TrainState, checkpoint_preset, load_checkpoint, save_checkpoint
 
 __all__ = ["train"]
 
@@ -149,12 +148,8 @@ class Sitting:
         self, preset: Preset, out: Path, procs: Processes, dev: torch.device, stop: bool
     ) -> None:
         self.preset, self.out, self.procs, self.dev = preset, out, procs, dev
-        config = default_config(fz.ATOM_DIM, fz.PAIR_DIM)
-        for key in ("hidden", "latent", "trunk_layers", "encoder_layers", "decoder_layers"):
-            config[key] = getattr(preset, key)
-        config.update(model_options(preset))
-        self.config = config
-        self.model = ConfVAE(config).to(dev)
+        self.config = model_config(preset)
+        self.model = ConfVAE(self.config).to(dev)
         self.opt = torch.optim.Adam(
             self.model.parameters(), lr=preset.lr, weight_decay=preset.weight_decay
         )
@@ -178,8 +173,16 @@ class Sitting:
         self.stop_requested = stop
 
     def resume(self) -> None:
-        """Continue from ``OUT/last.ckpt`` when there is one."""
+        """Continue from ``OUT/last.ckpt`` when there is one; refuse one whose recipe differs
+        from this preset's (:func:`resume_conflicts`): the run would silently mix two."""
         if self.ckpt_path.exists():
+            conflicts = resume_conflicts(checkpoint_preset(self.ckpt_path), self.preset)
+            if conflicts:
+                raise DataError(
+                    f"{self.ckpt_path} was trained with another recipe than this preset "
+                    f"({'; '.join(conflicts)}); resume it with the preset it was started "
+                    "with, or start a new run in another --out"
+                )
             self.state = load_checkpoint(
                 self.ckpt_path, self.model, self.opt, self.sched, self.gen, self.dev
             )

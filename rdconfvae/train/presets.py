@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from rdconfvae.model import featurize as fz
+from rdconfvae.model.network import default_config
 
 LR_SCHEDULES = ("plateau", "cosine")
 
@@ -104,6 +105,32 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# fields a resumed run may change: how long it runs and how often it saves. With the plateau
+# schedule a finished or stopped run may also be extended (--max-epochs, patience); under the
+# cosine schedule max_epochs sets the learning rate of every step and may not change.
+RESUMABLE_CHANGES = ("budget_hours", "checkpoint_minutes", "max_epochs", "patience")
+
+
+def resume_conflicts(saved: dict, preset: Preset) -> list[str]:
+    """The recipe fields in which ``preset`` differs from a checkpoint's ``saved`` preset
+    (its ``preset`` JSON), as "name: saved -> now"; empty when the run may go on.
+
+    A field missing from an older checkpoint had its default then. Only
+    :data:`RESUMABLE_CHANGES` may differ, and ``max_epochs`` not under a cosine schedule.
+    """
+    defaults = asdict(Preset())
+    now = asdict(preset)
+    free = set(RESUMABLE_CHANGES)
+    if now["lr_schedule"] == "cosine":
+        free.discard("max_epochs")
+    out = []
+    for name, value in now.items():
+        old = saved.get(name, defaults[name])
+        if name not in free and old != value:
+            out.append(f"{name}: {old!r} -> {value!r}")
+    return out
+
+
 def model_options(preset: Preset) -> dict[str, int]:
     """The architecture options a preset turns on (none for v1, whose config they would
     otherwise change)."""
@@ -114,3 +141,13 @@ def model_options(preset: Preset) -> dict[str, int]:
     if preset.global_latent:
         out["global_latent"] = preset.global_latent
     return out
+
+
+def model_config(preset: Preset) -> dict[str, float]:
+    """The network config a preset trains: the featurizer's sizes, the preset's widths and
+    depths, and its architecture options."""
+    config = default_config(fz.ATOM_DIM, fz.PAIR_DIM)
+    for key in ("hidden", "latent", "trunk_layers", "encoder_layers", "decoder_layers"):
+        config[key] = getattr(preset, key)
+    config.update(model_options(preset))
+    return config

@@ -19,7 +19,7 @@ import torch
 
 from rdconfvae.train.presets import Preset
 
-__all__ = ["TrainState", "load_checkpoint", "save_checkpoint"]
+__all__ = ["TrainState", "checkpoint_preset", "load_checkpoint", "save_checkpoint"]
 
 
 @dataclass
@@ -91,3 +91,9 @@ def load_checkpoint(
     sched.load_state_dict(ckpt["scheduler"])
     gen.set_state(ckpt["generator"])
     return TrainState.from_json(ckpt["state"])
+
+
+def checkpoint_preset(path: Path) -> dict[str, Any]:
+    """The preset a checkpoint was trained with (its ``preset`` JSON, as a dict)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return json.loads(ckpt["preset"])
