@@ -44,6 +44,11 @@ def test_tiny_training_resume_and_export(train_sdf, tmp_path, monkeypatch):
     assert manifest["training"]["epochs"] >= 1
     assert len(manifest["training"]["data_hash"]) == 64
     assert "val_median_min_rmsd" in manifest["validation"]
+    # the machine of every epoch: float rounding, hence the trajectory, depends on it
+    from rdconfvae.train.loop import machine
+
+    assert manifest["training"]["machines"] == [machine()]
+    assert "threads" in machine() and "torch" in machine()
     state = json.loads(__import__("torch").load(out / "last.ckpt", weights_only=True)["state"])
     assert state["epoch"] == 2 and len(state["history"]) == 2
     # the exported model is usable by the public API

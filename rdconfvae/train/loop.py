@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import platform
 import random
 import signal
 import subprocess
@@ -77,6 +78,26 @@ def git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def machine() -> str:
+    """What the float rounding of a training step depends on: the CPU model, torch's version
+    and vector code path, and the thread count (runs on different machines diverge from
+    their first steps: benchmarks/diagnostics/reproduce_weights.md)."""
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            info: dict[str, str] = {}
+            for line in fh:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+        if "model name" in info:
+            cpu = f"{info['model name']} (family {info.get('cpu family', '?')} model "
+            cpu += f"{info.get('model', '?')} stepping {info.get('stepping', '?')})"
+    except OSError:
+        pass
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{cpu}; torch {torch.__version__} {capability}; {torch.get_num_threads()} threads"
 
 
 @dataclass
@@ -299,6 +320,7 @@ class Sitting:
                 "epoch": state.epoch,
                 "step": state.step,
                 **{f"train_{k}": v for k, v in running.items()},
+                "machine": machine(),
             }
         )
         state.history.append(metrics)
@@ -369,6 +391,9 @@ def export_best(
             "wall_time_s": best_state.elapsed_s,
             "finished": result["finished"],
             "git_commit": git_commit(),
+            # every machine that trained an epoch up to the exported one (older checkpoints
+            # did not record it)
+            "machines": sorted({h["machine"] for h in best_state.history if "machine" in h}),
             "command": " ".join(["python -m rdconfvae.train", *sys.argv[1:]]),
         },
         validation=val,
