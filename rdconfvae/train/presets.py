@@ -85,7 +85,8 @@ PRESETS: dict[str, Preset] = {
     # schedule: an autoencoder warm-up (~1 epoch), then 60 epochs with a cosine-annealed
     # learning rate and no early stop (v1 stopped by patience at epoch 36, best at 29, while
     # its training RMSD, 0.83 A, was still near its validation score: it underfits; see the
-    # capacity test in benchmarks/diagnostics/ladder.md). ~7.6 h on 2 cores; budget 11.5 h
+    # capacity test in benchmarks/diagnostics/ladder.md). ~5 min an epoch on 2 idle cores
+    # (~5 h in all); budget 11.5 h. Carried across sittings in benchmarks/training/v2-long/
     "v2-long": Preset(
         lr_schedule="cosine", max_epochs=60, patience=60, ae_warmup_steps=500, budget_hours=11.5
     ),
