@@ -41,8 +41,8 @@ from rdconfvae.train.data import (
     load_records,
 )
 from rdconfvae.train.objective import cosine_lr, train_step, validate
-from rdconfvae.train.presets import PRESETS, Preset, model_config, resume_conflicts
-from rdconfvae.train.state import TrainState, checkpoint_preset, load_checkpoint, save_checkpoint
+from rdconfvae.train.presets import PRESETS, Preset, model_config
+from rdconfvae.train.state import TrainState, load_checkpoint, save_checkpoint
 
 __all__ = ["train"]
 
@@ -170,6 +170,7 @@ class Sitting:
     ) -> None:
         self.preset, self.out, self.procs, self.dev = preset, out, procs, dev
         self.config = model_config(preset)
+        self.machine = machine()  # after start_processes has set the thread count
         self.model = ConfVAE(self.config).to(dev)
         self.opt = torch.optim.Adam(
             self.model.parameters(), lr=preset.lr, weight_decay=preset.weight_decay
@@ -194,18 +195,10 @@ class Sitting:
         self.stop_requested = stop
 
     def resume(self) -> None:
-        """Continue from ``OUT/last.ckpt`` when there is one; refuse one whose recipe differs
-        from this preset's (:func:`resume_conflicts`): the run would silently mix two."""
+        """Continue from ``OUT/last.ckpt`` when there is one (of this preset's recipe)."""
         if self.ckpt_path.exists():
-            conflicts = resume_conflicts(checkpoint_preset(self.ckpt_path), self.preset)
-            if conflicts:
-                raise DataError(
-                    f"{self.ckpt_path} was trained with another recipe than this preset "
-                    f"({'; '.join(conflicts)}); resume it with the preset it was started "
-                    "with, or start a new run in another --out"
-                )
             self.state = load_checkpoint(
-                self.ckpt_path, self.model, self.opt, self.sched, self.gen, self.dev
+                self.ckpt_path, self.model, self.opt, self.sched, self.gen, self.dev, self.preset
             )
             log.info(
                 "resumed from %s at epoch %d step %d",
@@ -320,7 +313,7 @@ class Sitting:
                 "epoch": state.epoch,
                 "step": state.step,
                 **{f"train_{k}": v for k, v in running.items()},
-                "machine": machine(),
+                "machine": self.machine,
             }
         )
         state.history.append(metrics)

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from rdconfvae.train.presets import Preset
+from rdconfvae.errors import DataError
+from rdconfvae.train.presets import Preset, resume_conflicts
 
-__all__ = ["TrainState", "checkpoint_preset", "load_checkpoint", "save_checkpoint"]
+__all__ = ["TrainState", "load_checkpoint", "save_checkpoint"]
 
 
 @dataclass
@@ -83,17 +84,22 @@ def load_checkpoint(
     sched: torch.optim.lr_scheduler.ReduceLROnPlateau,
     gen: torch.Generator,
     device: torch.device,
+    preset: Preset,
 ) -> TrainState:
-    """Restore model, optimiser, scheduler and generator from ``path``; returns its state."""
+    """Restore model, optimiser, scheduler and generator from ``path``; returns its state.
+
+    Refuses (:class:`DataError`, before restoring anything) a checkpoint whose recipe differs
+    from ``preset``'s (:func:`resume_conflicts`): the run would silently mix two."""
     ckpt = torch.load(path, map_location=device, weights_only=True)
+    conflicts = resume_conflicts(json.loads(ckpt["preset"]), preset)
+    if conflicts:
+        raise DataError(
+            f"{path} was trained with another recipe than this preset "
+            f"({'; '.join(conflicts)}); resume it with the preset it was started "
+            "with, or start a new run in another --out"
+        )
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     sched.load_state_dict(ckpt["scheduler"])
     gen.set_state(ckpt["generator"])
     return TrainState.from_json(ckpt["state"])
-
-
-def checkpoint_preset(path: Path) -> dict[str, Any]:
-    """The preset a checkpoint was trained with (its ``preset`` JSON, as a dict)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return json.loads(ckpt["preset"])
