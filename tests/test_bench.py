@@ -94,6 +94,78 @@ def test_embed_with_mmff_is_a_method(tmp_path):
     assert entries["rdconfvae-mmff"]["cpu_s"] > entries["rdconfvae"]["cpu_s"]
 
 
+def test_report_names_the_weights_and_splits_by_rotatable_bonds(tmp_path):
+    argv = ["platinum", "--data", str(POSES), "--methods", "rdconfvae,etkdg", "-n", "2",
+            "--limit", "2", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert bench.main(argv) == 0
+    report, res = read(tmp_path)
+    weights = res["info"]["weights"]
+    manifest = json.loads((Path(weights["dir"]) / "manifest.json").read_text(encoding="utf-8"))
+    assert weights["sha256"] == manifest["sha256"] and weights["epoch"] >= 1
+    assert f"sha256 {manifest['sha256'][:12]}" in report
+    by_rot = res["summary"]["methods"]["etkdg"]["by_rot"]
+    assert list(by_rot) == [bench.rot_bin_label(lo, hi) for lo, hi in bench.ROT_BINS]
+    assert sum(b["n"] for b in by_rot.values()) == 2
+    for row in res["molecules"]:
+        label = next(
+            bench.rot_bin_label(lo, hi) for lo, hi in bench.ROT_BINS if lo <= row["n_rot"] <= hi
+        )
+        assert f"{label} (" in report
+    # a run without the package's model does not claim weights
+    argv[argv.index("rdconfvae,etkdg")] = "etkdg"
+    assert bench.main(argv) == 0
+    report, res = read(tmp_path)
+    assert res["info"]["weights"] is None and "rdconfvae weights" not in report
+
+
+def test_shards_join_into_the_unsharded_run(tmp_path):
+    common = ["platinum", "--data", str(POSES), "--methods", "etkdg", "-n", "2", "--limit", "5",
+              "--sample", "stratified", "--no-progress"]  # fmt: skip
+    assert bench.main(common + ["--out", str(tmp_path / "whole")]) == 0
+    for i in range(2):
+        assert bench.main(common + ["--shard", f"{i}/2", "--out", str(tmp_path / f"s{i}")]) == 0
+    _, shard0 = read(tmp_path / "s0")
+    assert len(shard0["molecules"]) == 3 and shard0["info"]["shard"] == "0/2"
+    parts = f"{tmp_path / 's1'},{tmp_path / 's0'}"  # any order
+    argv = ["platinum", "--merge", parts, "--out", str(tmp_path / "joined")]
+    assert bench.main(argv) == 0
+    _, whole = read(tmp_path / "whole")
+    report, joined = read(tmp_path / "joined")
+    assert [r["name"] for r in joined["molecules"]] == [r["name"] for r in whole["molecules"]]
+    rmsd = [
+        [r["methods"]["etkdg"]["min_rmsd"] for r in res["molecules"]] for res in (whole, joined)
+    ]
+    assert rmsd[0] == rmsd[1]  # same seed, same molecules: the same conformers
+    assert (
+        joined["summary"]["methods"]["etkdg"]["all"] == whole["summary"]["methods"]["etkdg"]["all"]
+    )
+    assert "shard" not in joined["info"] and len(joined["info"]["shards"]) == 2
+    assert "run as 2 shards" in report and "--shard 1/2" in report
+
+
+def test_merge_refuses_parts_of_different_runs(tmp_path, capsys):
+    common = ["platinum", "--data", str(POSES), "--methods", "etkdg", "-n", "1", "--limit", "2",
+              "--no-progress"]  # fmt: skip
+    assert bench.main(common + ["--shard", "0/2", "--out", str(tmp_path / "a")]) == 0
+    assert bench.main(common + ["--shard", "1/2", "--seed", "7", "--out", str(tmp_path / "b")]) == 0
+    assert bench.main(common + ["--out", str(tmp_path / "whole")]) == 0
+    out = ["--out", str(tmp_path / "joined")]
+    cases = {
+        f"{tmp_path / 'a'},{tmp_path / 'b'}": "seed 7 != 42",
+        str(tmp_path / "a"): "shards 1/2 missing",
+        f"{tmp_path / 'a'},{tmp_path / 'a'}": "given twice",
+        f"{tmp_path / 'a'},{tmp_path / 'whole'}": "is not a shard",
+        str(tmp_path / "nowhere"): "not found",
+    }
+    for dirs, message in cases.items():
+        assert bench.main(["platinum", "--merge", dirs] + out) == 2
+        assert message in capsys.readouterr().err
+    assert bench.main(["validity", "--merge", str(tmp_path / "a")] + out) == 2
+    assert not (tmp_path / "joined" / "report.md").exists()
+    with pytest.raises(SystemExit):
+        bench.main(common + ["--shard", "2/2"])
+
+
 def test_both_dielectrics_refine_the_same_base_conformers(tmp_path):
     methods = ["etkdg", "etkdg+mmff", "etkdg+mmffgas"]
     argv = ["platinum", "--data", str(POSES), "--methods", ",".join(methods), "-n", "3",

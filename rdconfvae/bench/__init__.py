@@ -42,6 +42,7 @@ Modules: :mod:`~rdconfvae.bench.records` (reading, sampling, the generator input
 :mod:`~rdconfvae.bench.methods` (the generators and the timed runner),
 :mod:`~rdconfvae.bench.run` (a run and its evaluation), :mod:`~rdconfvae.bench.summary`,
 :mod:`~rdconfvae.bench.report` (Markdown), :mod:`~rdconfvae.bench.plots`,
+:mod:`~rdconfvae.bench.shards` (``--shard I/K`` and ``--merge``: one run over several processes),
 :mod:`~rdconfvae.bench.threads` (the ``threads`` task), :mod:`~rdconfvae.bench.speed` (the
 ``speed`` task: small molecules, a macrolide with MMFF, the first call and the CLI, each
 beside RDKit or its own floor), :mod:`~rdconfvae.bench.throughput`

@@ -15,11 +15,18 @@ from pathlib import Path
 
 from rdkit import RDLogger
 
-from rdconfvae.bench.methods import BASE_METHODS, DEFAULT_METHODS, parse_methods
+from rdconfvae.bench.methods import (
+    BASE_METHODS,
+    DEFAULT_METHODS,
+    parse_methods,
+    rdconfvae_weights,
+    uses_rdconfvae,
+)
 from rdconfvae.bench.plots import write_plots
 from rdconfvae.bench.records import load_records, select_records
 from rdconfvae.bench.report import cpu_model, package_versions, print_summary, write_report
 from rdconfvae.bench.run import run_benchmark
+from rdconfvae.bench.shards import merge_results, parse_shard, take_shard
 from rdconfvae.bench.speed import DEFAULT_CLI_INPUT, PARTS, check_options, run_speed
 from rdconfvae.bench.summary import jsonable, summarize
 from rdconfvae.bench.threads import run_threads
@@ -120,7 +127,54 @@ def build_parser(prog: str = "python -m rdconfvae.bench") -> argparse.ArgumentPa
     p.add_argument(
         "--repeats", type=int, default=3, help="speed task: repeats of each timing (median)"
     )
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/K",
+        help="platinum, ensembles, validity: run only every K-th selected molecule from the "
+        "I-th (0-based), e.g. K processes side by side; join them with --merge",
+    )
+    p.add_argument(
+        "--merge",
+        default=None,
+        metavar="DIR,DIR,...",
+        help="join the results of the shards 0/K .. K-1/K of one run into one report in "
+        "--out (runs nothing)",
+    )
     return p
+
+
+def write_outputs(out: Path, task: str, rows: list[dict], methods: list[str], info: dict) -> None:
+    """``report.md``, ``results.json`` and the plots of a run (or of joined shards)."""
+    summary = summarize(task, rows, methods)
+    t_plots = time.perf_counter()
+    info["plots"] = write_plots(out, task, rows, methods)
+    if "shards" not in info:  # a run's wall time includes its plots; joined shards keep theirs
+        info["wall_s"] = (info["wall_s"] or 0.0) + time.perf_counter() - t_plots
+    write_report(out / "report.md", task, summary, info)
+    with open(out / "results.json", "w", encoding="utf-8") as fh:
+        json.dump(jsonable({"info": info, "summary": summary, "molecules": rows}), fh, indent=1)
+    print_summary(task, summary, out)
+
+
+def _merge(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    dirs = [Path(x.strip()) for x in args.merge.split(",") if x.strip()]
+    if args.out is None:
+        parser.error("--merge needs --out")
+    try:
+        info, rows = merge_results(dirs)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if info["task"] != args.task:
+        print(
+            f"error: --merge: the shards are a {info['task']} run, not {args.task}", file=sys.stderr
+        )
+        return 2
+    info["merge_command"] = "python -m rdconfvae.bench " + shlex.join(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_outputs(args.out, args.task, rows, info["methods"], info)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m rdconfvae.bench") -> int:
@@ -133,6 +187,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m rdconfvae.
     RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # absent from rdkit stubs
     logging.getLogger("rdconfvae.forcefield.mmff").setLevel(logging.ERROR)  # counted in the report
     logging.getLogger("posebusters").setLevel(logging.ERROR)
+    if args.merge is not None:
+        return _merge(args, parser, argv)
+    shard = None
+    if args.shard is not None:
+        if args.task in ("threads", "speed"):
+            parser.error(f"--shard: the {args.task} task cannot be split")
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
         methods = parse_methods(args.methods)
     except ValueError as exc:
@@ -176,9 +240,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m rdconfvae.
     t_start = time.perf_counter()
     records = load_records(data, args.task)
     selected = select_records(records, args.limit, args.sample)
-    log.info("%d of %d molecules, methods %s", len(selected), len(records), ", ".join(methods))
-    rows, meta = run_benchmark(args.task, selected, methods, args, progress=not args.no_progress)
-    summary = summarize(args.task, rows, methods)
+    todo = take_shard(selected, *shard) if shard else selected
+    log.info("%d of %d molecules, methods %s", len(todo), len(records), ", ".join(methods))
+    rows, meta = run_benchmark(args.task, todo, methods, args, progress=not args.no_progress)
     info = {
         "command": "python -m rdconfvae.bench " + shlex.join(argv),
         "task": args.task,
@@ -201,12 +265,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m rdconfvae.
         "conforge_settings": meta["conforge_settings"],
         "energy_references": meta.get("energy_references"),
         "eval_threads": args.eval_threads,
-        "wall_s": None,
+        "weights": rdconfvae_weights() if uses_rdconfvae(methods) else None,
+        "shard": args.shard if shard else None,
+        "wall_s": time.perf_counter() - t_start,
     }
-    info["plots"] = write_plots(out, args.task, rows, methods)
-    info["wall_s"] = time.perf_counter() - t_start
-    write_report(out / "report.md", args.task, summary, info)
-    with open(out / "results.json", "w", encoding="utf-8") as fh:
-        json.dump(jsonable({"info": info, "summary": summary, "molecules": rows}), fh, indent=1)
-    print_summary(args.task, summary, out)
+    write_outputs(out, args.task, rows, methods, info)
     return 0

@@ -169,6 +169,33 @@ def run_rdconfvae(
     return None
 
 
+def uses_rdconfvae(methods: Sequence[str]) -> bool:
+    """Whether any of ``methods`` runs the package's model."""
+    return any(split_method(m)[0].startswith("rdconfvae") for m in methods)
+
+
+def rdconfvae_weights() -> dict[str, Any]:
+    """Which model the rdconfvae methods embed with (for the report): its folder, the
+    sha256 of its TorchScript file (verified on load), and the training preset and epoch
+    its manifest records; ``{"error": ...}`` when it does not load."""
+    try:
+        from rdconfvae.model.store import load_model
+
+        loaded = load_model()
+    except Exception as exc:  # noqa: BLE001 - the methods record the failure per molecule
+        return {"error": short_error(exc)}
+    manifest = loaded.manifest
+    training = manifest.get("training", {})
+    validation = manifest.get("validation", {})
+    return {
+        "dir": str(loaded.path.parent),
+        "sha256": manifest.get("sha256"),
+        "preset": training.get("preset"),
+        "epoch": validation.get("epoch"),
+        "val_median_min_rmsd": validation.get("val_median_min_rmsd"),
+    }
+
+
 @dataclass
 class MethodRun:
     """Outcome of one method on one molecule."""

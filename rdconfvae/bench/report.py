@@ -7,7 +7,7 @@ import math
 import platform
 from pathlib import Path
 
-from rdconfvae.bench.records import ROT_BINS, SAMPLE_SEED
+from rdconfvae.bench.records import ROT_BINS, SAMPLE_SEED, rot_bin_label
 
 
 def _f(value: float | None, fmt: str = ".3f") -> str:
@@ -49,6 +49,58 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _weights_lines(weights: dict | None) -> list[str]:
+    if not weights:
+        return []
+    if "error" in weights:
+        return [f"- rdconfvae weights: failed to load ({weights['error']})"]
+    return [
+        f"- rdconfvae weights: `{weights['dir']}` (preset {weights['preset']}, epoch "
+        f"{weights['epoch']}, validation median {_f(weights['val_median_min_rmsd'])} A; "
+        f"confvae.pt sha256 {str(weights['sha256'])[:12]}...)"
+    ]
+
+
+def _shard_lines(info: dict) -> list[str]:
+    if info.get("shard"):
+        return [
+            f"- shard {info['shard']} of the selection: every {info['shard'].split('/')[1]}-th "
+            "molecule (join the shards with `--merge`); the tables cover this shard only"
+        ]
+    if info.get("shards"):
+        lines = [
+            f"- run as {len(info['shards'])} shards side by side, joined by "
+            f"`{info['merge_command']}`; wall time above: the longest shard"
+        ]
+        lines += [
+            f"  - `{s['command']}` ({s['date']}, {s['wall_s']:.0f} s)" for s in info["shards"]
+        ]
+        return lines
+    return []
+
+
+def _by_rot_lines(methods: list[str], sm: dict) -> list[str]:
+    """Share below 1 A (median min-RMSD) per rotatable-bond bin of the benchmarked molecules."""
+    labels = [rot_bin_label(lo, hi) for lo, hi in ROT_BINS]
+    counts = {lab: sm[methods[0]]["by_rot"][lab]["n"] for lab in labels}
+    labels = [lab for lab in labels if counts[lab]]
+    lines = [
+        "",
+        "Below 1 A (median min-RMSD) by rotatable bonds (molecules):",
+        "",
+        "| method | " + " | ".join(f"{lab} ({counts[lab]})" for lab in labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
+    for m in methods:
+        cells = [sm[m]["by_rot"][lab] for lab in labels]
+        lines.append(
+            f"| {m} | "
+            + " | ".join(f"{_pct(c['below_1.0'])} ({_f(c['median'], '.2f')})" for c in cells)
+            + " |"
+        )
+    return lines
 
 
 def write_report(path: Path, task: str, summary: dict, info: dict) -> None:
@@ -96,6 +148,7 @@ def write_report(path: Path, task: str, summary: dict, info: dict) -> None:
     if info.get("conforge_settings"):
         cs = info["conforge_settings"]
         lines.append("- CONFORGE: " + ", ".join(f"{k}={v}" for k, v in cs.items()))
+    lines += _weights_lines(info.get("weights")) + _shard_lines(info)
     lines += ["", "## Results", ""]
     if task == "platinum":
         lines += [
@@ -126,6 +179,7 @@ def write_report(path: Path, task: str, summary: dict, info: dict) -> None:
                 lines.append(
                     f"| {m} | {_f(c['median'])} | {_pct(c['below_1.0'])} | {_pct(c['below_2.0'])} |"
                 )
+        lines += _by_rot_lines(methods, sm)
     elif task == "ensembles":
         lines += [
             f"COV / MAT against the reference ensembles, delta = {info['delta']} A "

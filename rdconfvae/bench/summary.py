@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from rdconfvae.bench.records import ROT_BINS, rot_bin_label
 from rdconfvae.evaluation import metrics
 
 
@@ -57,6 +58,12 @@ def summarize(task: str, rows: Sequence[dict], methods: Sequence[str]) -> dict:
             s["mmff_not_converged"] = sum(e.get("mmff_not_converged", 0) for e in ok)
         if task == "platinum":
             s["all"] = metrics.pose_summary([e.get("min_rmsd") for e in entries])
+            s["by_rot"] = {
+                rot_bin_label(lo, hi): metrics.pose_summary(
+                    [r["methods"][m].get("min_rmsd") for r in rows if lo <= r["n_rot"] <= hi]
+                )
+                for lo, hi in ROT_BINS
+            }
             s["common"] = metrics.pose_summary([r["methods"][m]["min_rmsd"] for r in common])
         elif task == "ensembles":
             for key in ("cov_r", "mat_r", "cov_p", "mat_p"):
