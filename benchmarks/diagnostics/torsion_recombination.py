@@ -41,6 +41,7 @@ import rdconfvae
 from rdconfvae.bench import ROT_BINS, input_mol, rot_bin_label
 from rdconfvae.bench.records import make_record
 from rdconfvae.evaluation.metrics import min_rmsd_to_pose, superposed_rmsd, symmetry_matches
+from rdconfvae.forcefield.mmff import mmff_minimize
 from rdconfvae.geometry.conformers import heavy_with_confs
 from rdconfvae.model import featurize as fz
 from rdconfvae.model.store import load_model
@@ -61,18 +62,24 @@ def torsions(heavy: Chem.Mol) -> list[tuple[int, int, int, int]]:
 
 
 def recombine(
-    heavy: Chem.Mol, xyz: np.ndarray, m: int, mix: float, rng: np.random.Generator
+    mol: Chem.Mol, xyz: np.ndarray, m: int, mix: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """(M', N, 3) clash-free candidates from the samples ``xyz`` (S, N, 3)."""
+    """(M', N, 3) clash-free candidates from the samples ``xyz`` (S, N, 3) of ``mol``.
+
+    ``mol`` may carry hydrogens (they move with their heavy atom); torsions and the clash
+    test use its heavy atoms, which must come first (as after ``Chem.AddHs``).
+    """
+    heavy = Chem.RemoveAllHs(mol) if mol.GetNumAtoms() > mol.GetNumHeavyAtoms() else mol
+    n_heavy = heavy.GetNumAtoms()
     tors = torsions(heavy)
     if not tors:
         return np.zeros((0, *xyz.shape[1:]))
-    work = Chem.Mol(heavy)
+    work = Chem.Mol(mol)
     work.RemoveAllConformers()
-    work.AddConformer(Chem.Conformer(heavy.GetNumAtoms()), assignId=True)
+    work.AddConformer(Chem.Conformer(mol.GetNumAtoms()), assignId=True)
     conf = work.GetConformer()
     angles = np.array(
-        [[rdMolTransforms.GetDihedralDeg(c, *t) for t in tors] for c in _confs(heavy, xyz)]
+        [[rdMolTransforms.GetDihedralDeg(c, *t) for t in tors] for c in _confs(mol, xyz)]
     )  # (S, T)
     topo = Chem.GetDistanceMatrix(heavy)
     far = np.triu(topo >= 4, 1)
@@ -86,7 +93,8 @@ def recombine(
             if rng.random() < mix:
                 rdMolTransforms.SetDihedralDeg(conf, *t, float(angles[donors[k], k]))
         x = conf.GetPositions()
-        d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+        h = x[:n_heavy]
+        d = np.linalg.norm(h[:, None] - h[None], axis=-1)
         if far.any() and d[far].min() < CLASH_A:
             continue
         out.append(x)
@@ -177,6 +185,45 @@ def analyse(rec_mol: Chem.Mol, name: str, args: argparse.Namespace, net) -> dict
     return out
 
 
+def analyse_mmff(rec_mol: Chem.Mol, name: str, args: argparse.Namespace) -> dict:
+    """The same pool with hydrogens, minimised (MMFF94s, eps = 4r), selected by energy."""
+    record = make_record(name, rec_mol)
+    mol = input_mol(record)
+    rdconfvae.embed(mol, n=args.n, seed=args.seed)
+    n_heavy = mol.GetNumHeavyAtoms()
+    assert all(a.GetAtomicNum() > 1 for a in mol.GetAtoms() if a.GetIdx() < n_heavy)
+    samples = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    t0 = time.process_time()
+    rng = np.random.default_rng(args.seed)
+    cands = recombine(mol, samples, args.candidates, args.mix, rng)
+    pool_xyz = np.concatenate([samples, cands]) if len(cands) else samples
+    pool = Chem.Mol(mol)
+    pool.RemoveAllConformers()
+    for c in _confs(mol, pool_xyz):
+        pool.AddConformer(c, assignId=True)
+    res = mmff_minimize(pool, max_iters=args.mmff_iters)
+    if res is None:
+        raise ValueError("MMFF cannot type the molecule")
+    energy = np.array([c.GetDoubleProp("MMFF_ENERGY") for c in pool.GetConformers()])
+    cpu = time.process_time() - t0
+    heavy, heavy_idx = fz.heavy_atom_mol(mol)
+    mini = np.stack([c.GetPositions()[heavy_idx] for c in pool.GetConformers()])
+    raw = samples[:, heavy_idx]
+
+    def best(xyz: np.ndarray) -> float:
+        return min_rmsd_to_pose(heavy_with_confs(heavy, xyz), record.ref)
+
+    s = len(samples)
+    out = {"name": name, "n_rot": record.n_rot, "cpu_s": cpu, "n_cands": len(cands)}
+    out["pool"] = best(mini)
+    for n in (args.n, 10):
+        out[f"default_{n}"] = best(raw[:n])
+        out[f"mmff_{n}"] = best(mini[:n])
+        out[f"energy_{n}"] = best(select(mini, -energy, n))
+        out[f"energy_samples_{n}"] = best(select(mini[:s], -energy[:s], n))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("data_build/ccd"))
@@ -185,6 +232,13 @@ def main() -> int:
     ap.add_argument("--candidates", type=int, default=300)
     ap.add_argument("--mix", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument(
+        "--select",
+        choices=("elbo", "mmff"),
+        default="elbo",
+        help="rank by the model's ELBO, or minimise the pool with MMFF and rank by energy",
+    )
+    ap.add_argument("--mmff-iters", type=int, default=200, help="--select mmff: iterations")
     args = ap.parse_args()
     torch.set_num_threads(1)
     preset = PRESETS["default"]
@@ -208,15 +262,21 @@ def main() -> int:
         if not 4 <= probe.n_heavy <= preset.max_heavy_atoms:
             continue
         try:
-            rows[b].append(analyse(rec.mol, rec.name, args, model.module))
+            if args.select == "mmff":
+                rows[b].append(analyse_mmff(rec.mol, rec.name, args))
+            else:
+                rows[b].append(analyse(rec.mol, rec.name, args, model.module))
         except (ValueError, RuntimeError) as exc:
             print(f"skipped {rec.name}: {exc}", file=sys.stderr)
-    print("# Recombining torsions across samples, ranked by the model's ELBO (CCD validation)\n")
+    by = "MMFF energy" if args.select == "mmff" else "the model's ELBO"
+    print(f"# Recombining torsions across samples, ranked by {by} (CCD validation)\n")
     print(
         f"Weights sha256 `{model.manifest['sha256'][:12]}...` (epoch "
         f"{model.manifest['validation']['epoch']}); n = {args.n}, {args.candidates} candidates, "
         f"mix {args.mix}, seed {args.seed}; command: `python {' '.join(sys.argv)}`\n"
     )
+    if args.select == "mmff":
+        return report_mmff(rows, bins, args)
     cols = [
         (f"default_{args.n}", f"default, n = {args.n}"),
         ("pool", "pool (samples + candidates)"),
@@ -245,6 +305,43 @@ def main() -> int:
             f"| {label} | {len(rs)} | " + " | ".join(cells)
             + f" | {np.median([r['spearman'] for r in rs]):.2f} | "
             f"{np.median([r['cpu_s'] for r in rs]):.1f} s |"
+        )  # fmt: skip
+    return 0
+
+
+def report_mmff(rows: dict, bins: list, args: argparse.Namespace) -> int:
+    print(
+        f"MMFF94s (eps = 4r), up to {args.mmff_iters} iterations on every conformer of the pool; "
+        "kept by energy, lowest first, 0.5 A apart.\n"
+    )
+    cols = [
+        (f"default_{args.n}", f"default, n = {args.n}"),
+        (f"mmff_{args.n}", f"default + MMFF, n = {args.n}"),
+        ("pool", "pool + MMFF (samples + candidates)"),
+        (f"energy_{args.n}", f"lowest-energy {args.n} of the pool"),
+        ("default_10", "default, n = 10"),
+        ("mmff_10", "default + MMFF, n = 10"),
+        ("energy_samples_10", "lowest-energy 10 of the samples"),
+        ("energy_10", "lowest-energy 10 of the pool"),
+    ]
+    print("Share below 1 A (median min-RMSD, A):\n")
+    print(
+        "| rotatable bonds | molecules | "
+        + " | ".join(c[1] for c in cols)
+        + " | extra CPU / molecule |"
+    )
+    print("|---|---|" + "---|" * (len(cols) + 1))
+    everything = [r for rs in rows.values() for r in rs]
+    for label, rs in [(rot_bin_label(*b), rows[b]) for b in bins] + [("all 5+", everything)]:
+        if not rs:
+            continue
+        cells = []
+        for key, _ in cols:
+            v = np.asarray([r[key] for r in rs])
+            cells.append(f"{100 * (v < 1).mean():.0f} % ({np.median(v):.2f})")
+        print(
+            f"| {label} | {len(rs)} | " + " | ".join(cells)
+            + f" | {np.median([r['cpu_s'] for r in rs]):.1f} s |"
         )  # fmt: skip
     return 0
 
