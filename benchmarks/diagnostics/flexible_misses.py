@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from scipy.optimize import minimize
 import rdconfvae
 from rdconfvae.bench import ROT_BINS, input_mol, rot_bin_label
 from rdconfvae.bench.records import make_record
+from rdconfvae.data import MolRecord
 from rdconfvae.evaluation.metrics import heavy_atom_mol, superposed_rmsd, symmetry_matches
 from rdconfvae.model.store import load_model
 from rdconfvae.train import PRESETS, checkpoint_selection, load_records
@@ -85,7 +87,7 @@ def best_match(probe: np.ndarray, ref: np.ndarray, matches: np.ndarray) -> tuple
     return rms[k], matches[k]
 
 
-def analyse(rec_mol: Chem.Mol, name: str, n: int, seed: int) -> dict | None:
+def analyse(rec_mol: Chem.Mol, name: str, n: int, seed: int) -> dict:
     record = make_record(name, rec_mol)
     mol = input_mol(record)
     rdconfvae.embed(mol, n=n, seed=seed)
@@ -165,6 +167,42 @@ def analyse(rec_mol: Chem.Mol, name: str, n: int, seed: int) -> dict | None:
     }
 
 
+#: the rotatable-bond bins of these diagnostics (5-6, 7-9, 10+)
+FLEXIBLE_BINS = [(lo, hi) for lo, hi in ROT_BINS if lo >= 5]
+
+
+def collect(
+    data: Path, per_bin: int, analyse_one: Callable[[MolRecord], dict]
+) -> dict[tuple[int, int], list[dict]]:
+    """``analyse_one`` of up to ``per_bin`` held-out CCD validation molecules per bin of
+    :data:`FLEXIBLE_BINS`: the validation split without the 400 that pick checkpoints (the
+    pool and order of ``decoder_bottleneck.py``), 4 to ``max_heavy_atoms`` heavy atoms. A
+    molecule whose analysis raises ``ValueError`` / ``RuntimeError`` is reported and skipped."""
+    preset = PRESETS["default"]
+    val = [r for r in load_records(data) if r.split == "val"]
+    chosen = set(checkpoint_selection(len(val), preset))  # the trainer's, left out
+    pool = [r for i, r in enumerate(val) if i not in chosen]
+    rows: dict[tuple[int, int], list[dict]] = {b: [] for b in FLEXIBLE_BINS}
+    for i in np.random.default_rng(5).permutation(len(pool)):
+        if all(len(v) >= per_bin for v in rows.values()):
+            break
+        rec = pool[i]
+        try:
+            probe = make_record(rec.name, rec.mol)
+        except ValueError:
+            continue
+        b = next((b for b in FLEXIBLE_BINS if b[0] <= probe.n_rot <= b[1]), None)
+        if b is None or len(rows[b]) >= per_bin:
+            continue
+        if not 4 <= probe.n_heavy <= preset.max_heavy_atoms:
+            continue
+        try:
+            rows[b].append(analyse_one(rec))
+        except (ValueError, RuntimeError) as exc:
+            print(f"skipped {rec.name}: {exc}", file=sys.stderr)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("data_build/ccd"))
@@ -172,32 +210,9 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=50)
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
-    preset = PRESETS["default"]
-    val = [r for r in load_records(args.data) if r.split == "val"]
-    chosen = set(checkpoint_selection(len(val), preset))  # the trainer's, left out
-    pool = [r for i, r in enumerate(val) if i not in chosen]
-    bins = [(lo, hi) for lo, hi in ROT_BINS if lo >= 5]
-    rows: dict[tuple[int, int], list[dict]] = {b: [] for b in bins}
-    for i in np.random.default_rng(5).permutation(len(pool)):
-        if all(len(v) >= args.per_bin for v in rows.values()):
-            break
-        rec = pool[i]
-        try:
-            probe = make_record(rec.name, rec.mol)
-        except ValueError:
-            continue
-        b = next((b for b in bins if b[0] <= probe.n_rot <= b[1]), None)
-        if b is None or len(rows[b]) >= args.per_bin:
-            continue
-        if not 4 <= probe.n_heavy <= preset.max_heavy_atoms:
-            continue
-        try:
-            row = analyse(rec.mol, rec.name, args.n, args.seed)
-        except (ValueError, RuntimeError) as exc:
-            print(f"skipped {rec.name}: {exc}", file=sys.stderr)
-            continue
-        if row is not None:
-            rows[b].append(row)
+    rows = collect(
+        args.data, args.per_bin, lambda rec: analyse(rec.mol, rec.name, args.n, args.seed)
+    )
     model = load_model()
     print("# Flexible molecules: wrong rotamers or small errors? (held-out CCD validation)\n")
     print(

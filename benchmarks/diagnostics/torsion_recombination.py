@@ -34,31 +34,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from flexible_misses import collect, torsions  # this folder: run as a script
 from rdkit import Chem
 from rdkit.Chem import rdMolTransforms
 
 import rdconfvae
-from rdconfvae.bench import ROT_BINS, input_mol, rot_bin_label
+from rdconfvae.bench import input_mol, rot_bin_label
 from rdconfvae.bench.records import make_record
 from rdconfvae.evaluation.metrics import min_rmsd_to_pose, superposed_rmsd, symmetry_matches
 from rdconfvae.forcefield.mmff import mmff_minimize
 from rdconfvae.geometry.conformers import heavy_with_confs
 from rdconfvae.model import featurize as fz
 from rdconfvae.model.store import load_model
-from rdconfvae.train import PRESETS, checkpoint_selection, load_records
 
-TORSION_BOND = Chem.MolFromSmarts("[!D1&!$(*#*)]-&!@[!D1&!$(*#*)]")
 CLASH_A = 2.5
 DIVERSE_A = 0.5
-
-
-def torsions(heavy: Chem.Mol) -> list[tuple[int, int, int, int]]:
-    out = []
-    for b, c in heavy.GetSubstructMatches(TORSION_BOND):
-        a = min(n.GetIdx() for n in heavy.GetAtomWithIdx(b).GetNeighbors() if n.GetIdx() != c)
-        d = min(n.GetIdx() for n in heavy.GetAtomWithIdx(c).GetNeighbors() if n.GetIdx() != b)
-        out.append((a, b, c, d))
-    return out
 
 
 def recombine(
@@ -241,33 +231,13 @@ def main() -> int:
     ap.add_argument("--mmff-iters", type=int, default=200, help="--select mmff: iterations")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    preset = PRESETS["default"]
     model = load_model()
-    val = [r for r in load_records(args.data) if r.split == "val"]
-    chosen = set(checkpoint_selection(len(val), preset))
-    pool = [r for i, r in enumerate(val) if i not in chosen]
-    bins = [(lo, hi) for lo, hi in ROT_BINS if lo >= 5]
-    rows: dict[tuple[int, int], list[dict]] = {b: [] for b in bins}
-    for i in np.random.default_rng(5).permutation(len(pool)):
-        if all(len(v) >= args.per_bin for v in rows.values()):
-            break
-        rec = pool[i]
-        try:
-            probe = make_record(rec.name, rec.mol)
-        except ValueError:
-            continue
-        b = next((b for b in bins if b[0] <= probe.n_rot <= b[1]), None)
-        if b is None or len(rows[b]) >= args.per_bin:
-            continue
-        if not 4 <= probe.n_heavy <= preset.max_heavy_atoms:
-            continue
-        try:
-            if args.select == "mmff":
-                rows[b].append(analyse_mmff(rec.mol, rec.name, args))
-            else:
-                rows[b].append(analyse(rec.mol, rec.name, args, model.module))
-        except (ValueError, RuntimeError) as exc:
-            print(f"skipped {rec.name}: {exc}", file=sys.stderr)
+    if args.select == "mmff":
+        rows = collect(args.data, args.per_bin, lambda rec: analyse_mmff(rec.mol, rec.name, args))
+    else:
+        rows = collect(
+            args.data, args.per_bin, lambda rec: analyse(rec.mol, rec.name, args, model.module)
+        )
     by = "MMFF energy" if args.select == "mmff" else "the model's ELBO"
     print(f"# Recombining torsions across samples, ranked by {by} (CCD validation)\n")
     print(
@@ -275,75 +245,59 @@ def main() -> int:
         f"{model.manifest['validation']['epoch']}); n = {args.n}, {args.candidates} candidates, "
         f"mix {args.mix}, seed {args.seed}; command: `python {' '.join(sys.argv)}`\n"
     )
+    n = args.n
     if args.select == "mmff":
-        return report_mmff(rows, bins, args)
-    cols = [
-        (f"default_{args.n}", f"default, n = {args.n}"),
-        ("pool", "pool (samples + candidates)"),
-        (f"elbo_{args.n}", f"ELBO-selected {args.n} of the pool"),
-        (f"elbo_samples_{args.n}", f"ELBO-selected {args.n} of the samples"),
-        ("default_10", "default, n = 10"),
-        ("elbo_10", "ELBO-selected 10 of the pool"),
-        ("elbo_samples_10", "ELBO-selected 10 of the samples"),
-    ]
+        print(
+            f"MMFF94s (eps = 4r), up to {args.mmff_iters} iterations on every conformer of the "
+            "pool; kept by energy, lowest first, 0.5 A apart.\n"
+        )
+        cols = [
+            (f"default_{n}", f"default, n = {n}"),
+            (f"mmff_{n}", f"default + MMFF, n = {n}"),
+            ("pool", "pool + MMFF (samples + candidates)"),
+            (f"energy_{n}", f"lowest-energy {n} of the pool"),
+            ("default_10", "default, n = 10"),
+            ("mmff_10", "default + MMFF, n = 10"),
+            ("energy_samples_10", "lowest-energy 10 of the samples"),
+            ("energy_10", "lowest-energy 10 of the pool"),
+        ]
+        print_table(rows, cols, [])
+    else:
+        cols = [
+            (f"default_{n}", f"default, n = {n}"),
+            ("pool", "pool (samples + candidates)"),
+            (f"elbo_{n}", f"ELBO-selected {n} of the pool"),
+            (f"elbo_samples_{n}", f"ELBO-selected {n} of the samples"),
+            ("default_10", "default, n = 10"),
+            ("elbo_10", "ELBO-selected 10 of the pool"),
+            ("elbo_samples_10", "ELBO-selected 10 of the samples"),
+        ]
+        print_table(rows, cols, [("ELBO-RMSD rank corr.", "spearman", ".2f")])
+    return 0
+
+
+def print_table(
+    rows: dict[tuple[int, int], list[dict]],
+    cols: list[tuple[str, str]],
+    medians: list[tuple[str, str, str]],
+) -> None:
+    """Share below 1 A (median) of each RMSD column ``(key, title)`` per bin and for all
+    molecules, then the median of each ``(title, key, format)`` and of the extra CPU."""
     print("Share below 1 A (median min-RMSD, A):\n")
-    print(
-        "| rotatable bonds | molecules | "
-        + " | ".join(c[1] for c in cols)
-        + " | ELBO-RMSD rank corr. | extra CPU / molecule |"
-    )
-    print("|---|---|" + "---|" * (len(cols) + 2))
+    titles = [c[1] for c in cols] + [m[0] for m in medians] + ["extra CPU / molecule"]
+    print("| rotatable bonds | molecules | " + " | ".join(titles) + " |")
+    print("|---|---|" + "---|" * len(titles))
     everything = [r for rs in rows.values() for r in rs]
-    for label, rs in [(rot_bin_label(*b), rows[b]) for b in bins] + [("all 5+", everything)]:
+    for label, rs in [(rot_bin_label(*b), v) for b, v in rows.items()] + [("all 5+", everything)]:
         if not rs:
             continue
         cells = []
         for key, _ in cols:
             v = np.asarray([r[key] for r in rs])
             cells.append(f"{100 * (v < 1).mean():.0f} % ({np.median(v):.2f})")
-        print(
-            f"| {label} | {len(rs)} | " + " | ".join(cells)
-            + f" | {np.median([r['spearman'] for r in rs]):.2f} | "
-            f"{np.median([r['cpu_s'] for r in rs]):.1f} s |"
-        )  # fmt: skip
-    return 0
-
-
-def report_mmff(rows: dict, bins: list, args: argparse.Namespace) -> int:
-    print(
-        f"MMFF94s (eps = 4r), up to {args.mmff_iters} iterations on every conformer of the pool; "
-        "kept by energy, lowest first, 0.5 A apart.\n"
-    )
-    cols = [
-        (f"default_{args.n}", f"default, n = {args.n}"),
-        (f"mmff_{args.n}", f"default + MMFF, n = {args.n}"),
-        ("pool", "pool + MMFF (samples + candidates)"),
-        (f"energy_{args.n}", f"lowest-energy {args.n} of the pool"),
-        ("default_10", "default, n = 10"),
-        ("mmff_10", "default + MMFF, n = 10"),
-        ("energy_samples_10", "lowest-energy 10 of the samples"),
-        ("energy_10", "lowest-energy 10 of the pool"),
-    ]
-    print("Share below 1 A (median min-RMSD, A):\n")
-    print(
-        "| rotatable bonds | molecules | "
-        + " | ".join(c[1] for c in cols)
-        + " | extra CPU / molecule |"
-    )
-    print("|---|---|" + "---|" * (len(cols) + 1))
-    everything = [r for rs in rows.values() for r in rs]
-    for label, rs in [(rot_bin_label(*b), rows[b]) for b in bins] + [("all 5+", everything)]:
-        if not rs:
-            continue
-        cells = []
-        for key, _ in cols:
-            v = np.asarray([r[key] for r in rs])
-            cells.append(f"{100 * (v < 1).mean():.0f} % ({np.median(v):.2f})")
-        print(
-            f"| {label} | {len(rs)} | " + " | ".join(cells)
-            + f" | {np.median([r['cpu_s'] for r in rs]):.1f} s |"
-        )  # fmt: skip
-    return 0
+        cells += [format(np.median([r[key] for r in rs]), fmt) for _, key, fmt in medians]
+        cells.append(f"{np.median([r['cpu_s'] for r in rs]):.1f} s")
+        print(f"| {label} | {len(rs)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
